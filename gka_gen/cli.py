@@ -1,0 +1,130 @@
+"""The `gka-gen` command line."""
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import SpecError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compile YAML specs of linear-attention recurrences into verified Triton/TileLang kernels.",
+)
+
+SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
+SpecArg = Annotated[Path, typer.Argument(help="a spec file (YAML), e.g. specs/gka.yaml")]
+
+
+def _clean_errors(fn):
+    """A bad spec is one line on stderr and exit status 2: never a traceback."""
+
+    @wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def _load(path: Path):
+    from .spec import load_spec
+    from .symbolic.canonical import canonicalize
+
+    spec = load_spec(path)
+    return spec, canonicalize(spec)
+
+
+@app.command()
+@_clean_errors
+def validate(specs: Annotated[list[Path], typer.Argument(help="spec files")]):
+    """Check specs: fields, identifiers, expressions, shapes, and the canonical form."""
+    for p in specs:
+        spec, cf = _load(p)
+        typer.echo(f"ok  {p}  ({cf.name}: {cf.family} family, hash {spec.hash})")
+
+
+@app.command()
+@_clean_errors
+def show(spec: SpecArg):
+    """Print the canonical form of a spec in readable math."""
+    from .signature import op_signature
+    from .symbolic.canonical import describe
+
+    s, cf = _load(spec)
+    typer.echo(describe(cf))
+    args = ", ".join(a.name if a.required else f"{a.name}={a.default!r}" for a in op_signature(s))
+    typer.echo(f"\n  chunk_{cf.name}({args})")
+
+
+@app.command("list")
+@_clean_errors
+def list_specs(directory: Annotated[Path, typer.Option(help="where to look")] = SPECS_DIR):
+    """List the known specs."""
+    from .spec import load_spec
+
+    for p in sorted(directory.glob("*.yaml")):
+        s = load_spec(p)
+        typer.echo(f"{s.name:16s} {s.file.title:28s} {p}")
+
+
+@app.command()
+@_clean_errors
+def ir(
+    spec: SpecArg,
+    dot: Annotated[Optional[Path], typer.Option(help="write the graph as graphviz dot")] = None,
+    mermaid: Annotated[Optional[Path], typer.Option(help="write the graph as a mermaid flowchart")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="draw the graph to a PNG (matplotlib)")] = None,
+):
+    """Print the forward and backward IR graphs of a spec, and optionally draw them."""
+    from . import ir as irmod
+
+    s, cf = _load(spec)
+    program = irmod.lower(s, cf)
+    typer.echo(irmod.format_program(program))
+    if dot:
+        dot.write_text(irmod.to_dot(program))
+        typer.echo(f"wrote {dot}")
+    if mermaid:
+        mermaid.write_text(irmod.to_mermaid(program))
+        typer.echo(f"wrote {mermaid}")
+    if png:
+        irmod.draw_png(program, png)
+        typer.echo(f"wrote {png}")
+
+
+@app.command()
+@_clean_errors
+def generate(
+    specs: Annotated[Optional[list[Path]], typer.Argument(help="spec files (default: every spec in specs/)")] = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="output folder")] = Path("generated"),
+    check: Annotated[bool, typer.Option(help="only compare with what is on disk; exit 1 on a difference")] = False,
+):
+    """Generate the kernel packages generated/<name>/ (deterministic)."""
+    from .codegen.generate import generate_packages
+
+    paths = specs or sorted(SPECS_DIR.glob("*.yaml"))
+    diffs = generate_packages(paths, out, check=check)
+    if check:
+        if diffs:
+            for d in diffs:
+                typer.echo(f"differs: {d}", err=True)
+            typer.echo("generated/ is stale: run `gka-gen generate`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"generated/ matches the specs ({len(paths)} packages)")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""sympy: canonical forms, exact references, proofs of the lowering rules."""
