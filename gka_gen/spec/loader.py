@@ -45,14 +45,17 @@ class Spec:
 def load_spec(path: str | Path) -> Spec:
     """Read, validate and parse ``path``. Raises SpecError (with the file) on any problem."""
     path = str(path)
-    data = read_yaml(path)
+    return spec_from_dict(read_yaml(path), path=path)
+
+
+def spec_from_dict(data: dict, *, path: str = "<spec>") -> Spec:
     try:
-        return spec_from_dict(data, path=path)
+        return _build(data, path)
     except SpecError as e:
         raise e.at(file=path) from None
 
 
-def spec_from_dict(data: dict, *, path: str = "<spec>") -> Spec:
+def _build(data: dict, path: str) -> Spec:
     try:
         sf = SpecFile.model_validate(data)
     except pydantic.ValidationError as e:

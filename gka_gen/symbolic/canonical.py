@@ -210,7 +210,8 @@ def _classify_decay(D, tab, log_gates, text, fld, n):
         return "none", None
     off = [D[i, j] for i in range(n) for j in range(n) if i != j]
     diag = [D[i, i] for i in range(n)]
-    problem = f"the decay {sympy.sstr(D)} in {text!r} is not I, exp(g)*I or Diag(exp(g)) for a log gate g"
+    problem = (f"the decay (diagonal {[sympy.sstr(d) for d in diag]}) in {text!r} is not I, exp(g)*I "
+               "or Diag(exp(g)) for a log gate g")
     if any(sympy.simplify(e) != 0 for e in off):
         raise SpecError(problem, field=fld)
     if all(sympy.simplify(d - diag[0]) == 0 for d in diag):
@@ -269,7 +270,7 @@ def _classify_readout(spec: Spec, tab: SymbolTable, forms: dict[str, StateForm])
                 if len(f.states) != 1:
                     raise SpecError("a direct readout (no solve) supports exactly one state", field="states")
                 return ReadoutForm("direct", yname, qn, scale)
-        raise SpecError(f"the output reads {yname} with {sympy.sstr(y.T)}, not a scaled input vector", field="readout.o")
+        raise SpecError(f"the output reads {yname} with {y.T.tolist()}, not a scaled input vector", field="readout.o")
 
     A, b = solves[0]
     qname = next((q for q in tab.vectors("inputs", rows=b.rows) if _zero(b - tab.values[q])), None)
@@ -319,7 +320,7 @@ def _classify_readout(spec: Spec, tab: SymbolTable, forms: dict[str, StateForm])
 def _classify_lambda(Lam, C, tab, f, *, field):
     n = C.rows
     if any(Lam[i, j] != 0 for i in range(n) for j in range(n) if i != j):
-        raise SpecError(f"lambda {sympy.sstr(Lam)} is not a multiple of I or a diag() of a param", field=field)
+        raise SpecError(f"lambda {Lam.tolist()} is not a multiple of I or a diag() of a param", field=field)
     diag = [Lam[i, i] for i in range(n)]
     fro = sympy.sqrt(sum(e**2 for e in C))
     if all(sympy.simplify(d - diag[0]) == 0 for d in diag):
