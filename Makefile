@@ -15,7 +15,6 @@ JOBS   ?= 2
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)" "$(TRITON)"
 	$(PY) -m pip install -q -e ".[dev,tilelang]"
 	touch $@
