@@ -122,6 +122,38 @@ def generate(
         typer.echo(f"generated/ matches the specs ({len(paths)} packages)")
 
 
+@app.command()
+@_clean_errors
+def verify(
+    specs: Annotated[Optional[list[Path]], typer.Argument(help="spec files (default: every spec in specs/)")] = None,
+    backend: Annotated[str, typer.Option(help="triton | tilelang | reference")] = "triton",
+):
+    """Run each generated package against its spec-derived reference (fp64): outputs, states, gradients."""
+    from .verify import prepare_interpreter, print_report, verify_spec
+
+    device = prepare_interpreter()
+    checks = []
+    for p in specs or sorted(SPECS_DIR.glob("*.yaml")):
+        typer.echo(f"verifying {p} ({backend} on {device}) ...")
+        checks += verify_spec(p, backend=backend, device=device)
+    if not print_report(checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_clean_errors
+def demo():
+    """The main job: regenerate generated/, verify every kernel against its spec, compare the variants."""
+    from .codegen.generate import generate_packages
+
+    paths = sorted(SPECS_DIR.glob("*.yaml"))
+    out = SPECS_DIR.parent / "generated"
+    stale = generate_packages(paths, out, check=True)
+    generate_packages(paths, out)
+    typer.echo(f"generated {len(paths)} packages in {out} ({'updated ' + str(len(stale)) + ' files' if stale else 'unchanged'})")
+    verify(None, backend="triton")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
