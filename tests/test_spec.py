@@ -36,7 +36,12 @@ def _mutate(base, path, value):
     return d
 
 
-_DELETE = object()
+class _Delete:
+    def __repr__(self):  # stable test ids: pytest-xdist workers must agree on them
+        return "<deleted>"
+
+
+_DELETE = _Delete()
 
 # (base spec, path to change, new value, field the error must name, words the reason must contain)
 BAD = [
@@ -94,7 +99,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("base,path,value,field,words", BAD, ids=[f"{'.'.join(b[1])}={str(b[2])[:30]}" for b in BAD])
+@pytest.mark.parametrize("base,path,value,field,words", BAD, ids=[f"{'.'.join(b[1])}={b[2]!r:.30}" for b in BAD])
 def test_bad_spec_is_rejected_with_field_and_reason(base, path, value, field, words):
     from gka_gen.symbolic.canonical import canonicalize
 
