@@ -8,19 +8,18 @@ from __future__ import annotations
 import torch
 
 from ..symbolic.canonical import ReadoutForm
-from .solvers import SOLVERS
 
 
 def readout(ro: ReadoutForm, states: dict[str, torch.Tensor], tok: dict[str, torch.Tensor],
-            params: dict[str, object], *, solver: str, iters: int) -> torch.Tensor:
+            params: dict[str, object], *, solve, iters: int) -> torch.Tensor:
     q = tok[ro.query]
     if ro.kind == "ridge":
-        q = _ridge_query(ro, states[ro.cov_state], q, tok, params, solver, iters)
+        q = _ridge_query(ro, states[ro.cov_state], q, tok, params, solve, iters)
     o = torch.einsum("bhkv,bhk->bhv", states[ro.state], q)
     return o if ro.scale is None else params[ro.scale] * o
 
 
-def _ridge_query(ro, H, q, tok, params, solver, iters):
+def _ridge_query(ro, H, q, tok, params, solve, iters):
     lam, mu, L, live = ridge_lambda(ro, H, params)
     rhs = q
     if live is not None:
@@ -28,7 +27,7 @@ def _ridge_query(ro, H, q, tok, params, solver, iters):
         # intermediate is exactly 0 and finite: a discarded branch still carries its (zero)
         # cotangent through the solver, and 0 * inf (e.g. CG's 1/p^T A p near 0) would be NaN.
         rhs = torch.where(live[..., None], q, torch.zeros_like(q))
-    x = SOLVERS[solver](H, lam, rhs, iters=iters, mu=mu, L=L)
+    x = solve(H, lam, rhs, iters=iters, mu=mu, L=L)
     if live is not None:
         x = torch.where(live[..., None], x, torch.zeros_like(x))
     return x if ro.mix_gate is None else q + tok[ro.mix_gate][..., None] * (x - q)

@@ -70,3 +70,35 @@ CG_RTOL = {torch.float64: 1e-14, torch.float32: 1e-6}
 
 
 SOLVERS = {"exact": exact, "chebyshev": chebyshev, "cg": cg}
+
+
+class _ImplicitSolve(torch.autograd.Function):
+    """x = solve(H, lam, q) forward; the backward of the *exact* solution at that x.
+
+    This is what the generated kernels compute (DESIGN.md: iterates are never stored): with
+    A = H + Diag(lam) symmetric, dq = A^{-1} dx is one more run of the same solver on dx, and
+    dH = -dq x^T, dlam = -dq * x (the lam path to ||H||_F is then ordinary autograd). mu and L
+    are the solver's tuning only: the exact solution does not depend on them.
+    """
+
+    @staticmethod
+    def forward(ctx, H, lam, q, mu, L, solve, iters):
+        x = solve(H, lam, q, iters=iters, mu=mu, L=L)
+        ctx.save_for_backward(H, lam, x, mu, L)
+        ctx.solve, ctx.iters = solve, iters
+        return x
+
+    @staticmethod
+    def backward(ctx, dx):
+        H, lam, x, mu, L = ctx.saved_tensors
+        dq = ctx.solve(H, lam, dx, iters=ctx.iters, mu=mu, L=L)
+        return -dq[..., :, None] * x[..., None, :], -dq * x, dq, None, None, None, None
+
+
+def implicit(solve):
+    """``solve`` with the implicit (exact-solution) gradient instead of unrolled autograd."""
+
+    def run(H, lam, q, *, iters, mu=None, L=None):
+        return _ImplicitSolve.apply(H, lam, q, mu, L, solve, iters)
+
+    return run
