@@ -151,7 +151,18 @@ def demo():
     stale = generate_packages(paths, out, check=True)
     generate_packages(paths, out)
     typer.echo(f"generated {len(paths)} packages in {out} ({'updated ' + str(len(stale)) + ' files' if stale else 'unchanged'})")
-    verify(None, backend="triton")
+    from .solver_study import print_table, residuals
+    from .verify import prepare_interpreter, print_report, verify_spec
+
+    device = prepare_interpreter()
+    checks = []
+    for p in paths:
+        typer.echo(f"verifying {p.name} (triton on {device}) ...")
+        checks += verify_spec(p, backend="triton", device=device)
+    ok = print_report(checks)
+    print_table(residuals())
+    if not ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry
