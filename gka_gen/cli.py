@@ -129,14 +129,9 @@ def verify(
     backend: Annotated[str, typer.Option(help="triton | tilelang | reference")] = "triton",
 ):
     """Run each generated package against its spec-derived reference (fp64): outputs, states, gradients."""
-    from .verify import prepare_interpreter, print_report, verify_spec
+    from .verify import verify_all
 
-    device = prepare_interpreter()
-    checks = []
-    for p in specs or sorted(SPECS_DIR.glob("*.yaml")):
-        typer.echo(f"verifying {p} ({backend} on {device}) ...")
-        checks += verify_spec(p, backend=backend, device=device)
-    if not print_report(checks):
+    if not verify_all(specs or sorted(SPECS_DIR.glob("*.yaml")), backend=backend, echo=typer.echo):
         raise typer.Exit(1)
 
 
@@ -152,14 +147,9 @@ def demo():
     generate_packages(paths, out)
     typer.echo(f"generated {len(paths)} packages in {out} ({'updated ' + str(len(stale)) + ' files' if stale else 'unchanged'})")
     from .solver_study import print_table, residuals
-    from .verify import prepare_interpreter, print_report, verify_spec
+    from .verify import verify_all
 
-    device = prepare_interpreter()
-    checks = []
-    for p in paths:
-        typer.echo(f"verifying {p.name} (triton on {device}) ...")
-        checks += verify_spec(p, backend="triton", device=device)
-    ok = print_report(checks)
+    ok = verify_all(paths, backend="triton", echo=typer.echo)
     print_table(residuals())
     if not ok:
         raise typer.Exit(1)

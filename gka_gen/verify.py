@@ -151,3 +151,13 @@ def print_report(checks: list[Check]) -> bool:
                       "[green]pass[/]" if c.ok else "[red]FAIL[/]")
     Console().print(table)
     return all(c.ok for c in checks)
+
+
+def verify_all(paths, *, backend: str = "triton", echo=print) -> bool:
+    """Verify every spec in ``paths`` and print one table; True when all pass."""
+    device = prepare_interpreter()
+    checks = []
+    for p in paths:
+        echo(f"verifying {p} ({backend} on {device}) ...")
+        checks += verify_spec(p, backend=backend, device=device)
+    return print_report(checks)
