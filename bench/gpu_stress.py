@@ -56,9 +56,9 @@ def gka_residuals(T=4096, H=16, K=128, iters=(5, 10, 20, 30), ridge_ratio=0.02) 
     return rows
 
 
-def nan_sweep(seeds: int, T=1024, H=4, K=128, V=128) -> list[dict]:
+def nan_sweep(specs, seeds: int, T=1024, H=4, K=128, V=128) -> list[dict]:
     rows = []
-    for name in ALL:
+    for name in specs:
         spec = load_spec(ROOT / "specs" / f"{name}.yaml")
         fn = getattr(importlib.import_module(f"generated.{name}"), f"chunk_{name}")
         bad = []
@@ -86,26 +86,30 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--seeds", type=int, default=100)
+    p.add_argument("--specs", nargs="*", default=ALL)
+    p.add_argument("--K", type=int, default=128, help="head dim of the sweep (K = V)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": importlib.import_module("triton").__version__, "date": dt.date.today().isoformat(),
             "command": "python -m bench.gpu_stress " + " ".join(sys.argv[1:]),
-            "residual_shape": "B=1 T=4096 H=16 K=V=128, ridge_ratio 0.02", "sweep_shape": "B=2 T=1024 H=4 K=V=128 bf16"}
-    res = gka_residuals()
-    sweep = nan_sweep(a.seeds)
-    (a.out / "gpu_stress.json").write_text(json.dumps({"meta": meta, "gka_residual": res, "nan_sweep": sweep}, indent=1))
+            "residual_shape": "B=1 T=4096 H=16 K=V=128, ridge_ratio 0.02", "sweep_shape": f"B=2 T=1024 H=4 K=V={a.K} bf16"}
+    res = gka_residuals() if "gka" in a.specs else []
+    sweep = nan_sweep(a.specs, a.seeds, K=a.K, V=a.K)
+    stem = "gpu_stress" + ("" if a.specs == ALL else "_" + "_".join(a.specs))
+    (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "gka_residual": res, "nan_sweep": sweep}, indent=1))
     lines = [f"# GPU robustness ({meta['gpu']}, {meta['date']})", "",
-             f"torch {meta['torch']}, triton {meta['triton']}. Command: `{meta['command']}`", "",
-             f"## GKA relative residual ||(H_t + lam_t I) x_t - q_t|| / ||q_t|| ({meta['residual_shape']})", "",
-             "| inputs | iterations | median | p99 | max | Chebyshev worst-case error bound |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['dtype']} | {r['num_iter']} | {r['median']:.1e} | {r['p99']:.1e} | {r['max']:.1e} | {r['chebyshev_bound_on_error']:.1e} |"
-              for r in res]
+             f"torch {meta['torch']}, triton {meta['triton']}. Command: `{meta['command']}`", ""]
+    if res:
+        lines += [f"## GKA relative residual ||(H_t + lam_t I) x_t - q_t|| / ||q_t|| ({meta['residual_shape']})", "",
+                  "| inputs | iterations | median | p99 | max | Chebyshev worst-case error bound |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['dtype']} | {r['num_iter']} | {r['median']:.1e} | {r['p99']:.1e} | {r['max']:.1e} | {r['chebyshev_bound_on_error']:.1e} |"
+                  for r in res]
     lines += ["", f"## Non-finite sweep, extreme gates ({meta['sweep_shape']}, forward + backward)", "",
               "| spec | seeds | seeds with NaN/inf | seconds |", "|---|---|---|---|"]
     lines += [f"| {r['spec']} | {r['seeds']} | {len(r['nonfinite_seeds'])} {r['nonfinite_seeds'][:10]} | {r['seconds']} |" for r in sweep]
-    (a.out / "gpu_stress.md").write_text("\n".join(lines) + "\n")
-    print("wrote", a.out / "gpu_stress.md")
+    (a.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("wrote", a.out / f"{stem}.md")
 
 
 if __name__ == "__main__":
