@@ -167,7 +167,8 @@ def main(argv=None):
         "tolerance_why": "bf16 inputs (8-bit mantissa, ~4e-3 relative rounding) through fp32-accumulating kernels over "
                          "T=4096 steps; errors are max-abs relative to the reference's max-abs per tensor",
     }
-    stem = f"gpu_correctness_{a.backend}" + ("_quick" if a.quick else "")
+    stem = (f"gpu_correctness_{a.backend}" + ("_quick" if a.quick else "")
+            + ("" if a.specs == ALL else "_" + "_".join(a.specs)))
     (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
     (a.out / f"{stem}.md").write_text(_markdown(meta, rows))
     print(f"wrote {a.out / stem}.json/.md")

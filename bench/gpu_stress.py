@@ -61,25 +61,33 @@ def nan_sweep(specs, seeds: int, T=1024, H=4, K=128, V=128) -> list[dict]:
     for name in specs:
         spec = load_spec(ROOT / "specs" / f"{name}.yaml")
         fn = getattr(importlib.import_module(f"generated.{name}"), f"chunk_{name}")
-        bad = []
+        bad, error = [], None
         t0 = time.time()
-        for seed in range(seeds):
-            args = make_inputs(spec, B=2, T=T, H=H, K=K, V=V, dtype=torch.bfloat16, device="cuda", seed=seed,
-                               extreme=True, initial_state=seed % 2 == 0, requires_grad=True)
-            o, final = fn(**args, output_final_state=True, backend="triton")
-            finals = list(final) if isinstance(final, tuple) else [final]
-            leaves = [v for v in args.values() if isinstance(v, torch.Tensor) and v.requires_grad]
-            if isinstance(args.get("initial_state"), tuple):
-                leaves += list(args["initial_state"])
-            grads = torch.autograd.grad([o, *finals], leaves, [torch.randn_like(o), *[torch.randn_like(f) for f in finals]],
-                                        allow_unused=True)
-            outs = [o, *finals, *[gr for gr in grads if gr is not None]]
-            if not all(bool(torch.isfinite(x).all()) for x in outs):
-                bad.append(seed)
+        try:
+            _sweep_one(spec, fn, seeds, bad, T=T, H=H, K=K, V=V)
+        except Exception as e:  # record and go on: one broken kernel must not hide the others
+            error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         torch.cuda.synchronize()
-        rows.append({"spec": name, "seeds": seeds, "nonfinite_seeds": bad, "seconds": round(time.time() - t0, 1)})
+        rows.append({"spec": name, "seeds": seeds, "nonfinite_seeds": bad, "error": error,
+                     "seconds": round(time.time() - t0, 1)})
         print(f"sweep {rows[-1]}", flush=True)
     return rows
+
+
+def _sweep_one(spec, fn, seeds, bad, *, T, H, K, V):
+    for seed in range(seeds):
+        args = make_inputs(spec, B=2, T=T, H=H, K=K, V=V, dtype=torch.bfloat16, device="cuda", seed=seed,
+                           extreme=True, initial_state=seed % 2 == 0, requires_grad=True)
+        o, final = fn(**args, output_final_state=True, backend="triton")
+        finals = list(final) if isinstance(final, tuple) else [final]
+        leaves = [v for v in args.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+        if isinstance(args.get("initial_state"), tuple):
+            leaves += list(args["initial_state"])
+        grads = torch.autograd.grad([o, *finals], leaves, [torch.randn_like(o), *[torch.randn_like(f) for f in finals]],
+                                    allow_unused=True)
+        outs = [o, *finals, *[gr for gr in grads if gr is not None]]
+        if not all(bool(torch.isfinite(x).all()) for x in outs):
+            bad.append(seed)
 
 
 def main(argv=None):
@@ -107,7 +115,8 @@ def main(argv=None):
                   for r in res]
     lines += ["", f"## Non-finite sweep, extreme gates ({meta['sweep_shape']}, forward + backward)", "",
               "| spec | seeds | seeds with NaN/inf | seconds |", "|---|---|---|---|"]
-    lines += [f"| {r['spec']} | {r['seeds']} | {len(r['nonfinite_seeds'])} {r['nonfinite_seeds'][:10]} | {r['seconds']} |" for r in sweep]
+    lines += [f"| {r['spec']} | {r['seeds']} | {r['error'] or len(r['nonfinite_seeds'])} {r['nonfinite_seeds'][:10]} "
+              f"| {r['seconds']} |" for r in sweep]
     (a.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("wrote", a.out / f"{stem}.md")
 
