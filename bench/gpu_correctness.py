@@ -138,10 +138,11 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--tol", type=float, default=2e-2)
     p.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
+    p.add_argument("--K", type=int, default=128, help="head dim (K = V)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    shapes = [dict(B=4, T=4096, H=16, K=128, V=128, cu=None),
-              dict(B=1, T=8192, H=16, K=128, V=128, cu=[0, 1000, 3001, 3100, 6000, 8192])]
+    shapes = [dict(B=4, T=4096, H=16, K=a.K, V=a.K, cu=None),
+              dict(B=1, T=8192, H=16, K=a.K, V=a.K, cu=[0, 1000, 3001, 3100, 6000, 8192])]
     if a.quick:
         shapes = [dict(B=2, T=300, H=4, K=64, V=64, cu=None), dict(B=1, T=500, H=4, K=64, V=64, cu=[0, 100, 233, 500])]
     rows = []
@@ -168,7 +169,7 @@ def main(argv=None):
                          "T=4096 steps; errors are max-abs relative to the reference's max-abs per tensor",
     }
     stem = (f"gpu_correctness_{a.backend}" + ("_quick" if a.quick else "")
-            + ("" if a.specs == ALL else "_" + "_".join(a.specs)))
+            + ("" if a.specs == ALL else "_" + "_".join(a.specs)) + ("" if a.K == 128 else f"_K{a.K}"))
     (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
     (a.out / f"{stem}.md").write_text(_markdown(meta, rows))
     print(f"wrote {a.out / stem}.json/.md")

@@ -101,10 +101,10 @@ def main(argv=None):
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": importlib.import_module("triton").__version__, "date": dt.date.today().isoformat(),
             "command": "python -m bench.gpu_stress " + " ".join(sys.argv[1:]),
-            "residual_shape": "B=1 T=4096 H=16 K=V=128, ridge_ratio 0.02", "sweep_shape": f"B=2 T=1024 H=4 K=V={a.K} bf16"}
-    res = gka_residuals() if "gka" in a.specs else []
+            "residual_shape": f"B=1 T=4096 H=16 K=V={a.K}, ridge_ratio 0.02", "sweep_shape": f"B=2 T=1024 H=4 K=V={a.K} bf16"}
+    res = gka_residuals(K=a.K) if "gka" in a.specs else []
     sweep = nan_sweep(a.specs, a.seeds, K=a.K, V=a.K)
-    stem = "gpu_stress" + ("" if a.specs == ALL else "_" + "_".join(a.specs))
+    stem = "gpu_stress" + ("" if a.specs == ALL else "_" + "_".join(a.specs)) + ("" if a.K == 128 else f"_K{a.K}")
     (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "gka_residual": res, "nan_sweep": sweep}, indent=1))
     lines = [f"# GPU robustness ({meta['gpu']}, {meta['date']})", "",
              f"torch {meta['torch']}, triton {meta['triton']}. Command: `{meta['command']}`", ""]
