@@ -275,7 +275,10 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     chunk_state_bwd_kernel[(triton.cdiv(V, BVS), N * H)](
         q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu, chunk_offsets, scale,
         H=H, K=K, V=V, BT=BT, BK=BKS, NK=NKS, BV=BVS, HAS_DHT=dht is not None, HAS_H0=dh0 is not None,
-        INPUT_PRECISION=ip, num_warps=num_warps, num_stages=2 if NKS <= 2 else 1)  # 4 K-tiles x 2 buffers > smem
+        # One stage: the reverse scan keeps NK [BK, BV] fp32 tiles of dh live, and a second pipeline
+        # stage of its [BT, BK] loads needs 229888 B of shared memory for sm_90 at K=128 with bf16
+        # inputs (AOT compile) and 254464 B at launch on an H100 (limit 232448).
+        INPUT_PRECISION=ip, num_warps=num_warps, num_stages=1)
 
     dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dk = torch.empty_like(dq)

@@ -241,11 +241,14 @@ def state_scan_config(K, V):
 
 
 def chunk_state_fwd(k, v, w, u, g_cum, initial_state, output_final_state, cu, chunk_offsets, N, NT, BT,
-                    ip, BV=None, num_warps=4, num_stages=2):
+                    ip, BV=None, num_warps=4, num_stages=None):
     B, T, H, K = k.shape
     V = v.shape[-1]
     BK, NK, BV0 = state_scan_config(K, V)
     BV = BV or BV0
+    # Two pipeline stages fit up to K=128 (164352 B of shared memory for sm_90 with bf16 inputs);
+    # at K=256 (NK=4) they need 246784 B, over the H100's 232448, so one stage there.
+    num_stages = num_stages or (2 if NK <= 2 else 1)
     hs = torch.empty(NT, H, K, V, dtype=torch.float32, device=k.device)
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None
     vnew = torch.empty_like(u) if w is not None else None
