@@ -145,6 +145,17 @@ def main(argv=None):
               dict(B=1, T=8192, H=16, K=a.K, V=a.K, cu=[0, 1000, 3001, 3100, 6000, 8192])]
     if a.quick:
         shapes = [dict(B=2, T=300, H=4, K=64, V=64, cu=None), dict(B=1, T=500, H=4, K=64, V=64, cu=[0, 100, 233, 500])]
+    meta = {
+        "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "triton": importlib.import_module("triton").__version__,
+        "tilelang": _version("tilelang"), "date": dt.date.today().isoformat(),
+        "python": platform.python_version(), "command": "python -m bench.gpu_correctness " + " ".join(sys.argv[1:]),
+        "tolerance": a.tol,
+        "tolerance_why": "bf16 inputs (8-bit mantissa, ~4e-3 relative rounding) through fp32-accumulating kernels over "
+                         "T=4096 steps; errors are max-abs relative to the reference's max-abs per tensor",
+    }
+    stem = (f"gpu_correctness_{a.backend}" + ("_quick" if a.quick else "")
+            + ("" if a.specs == ALL else "_" + "_".join(a.specs)) + ("" if a.K == 128 else f"_K{a.K}"))
     rows = []
     for name in a.specs:
         for s in shapes:
@@ -159,19 +170,9 @@ def main(argv=None):
             rows.append(r)
             print(f"{name:15s} T={s['T']:5d} varlen={bool(s['cu'])!s:5s} worst={worst:.2e} "
                   f"{'PASS' if r['pass'] else 'FAIL'} {r.get('error', '')}", flush=True)
-    meta = {
-        "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-        "triton": importlib.import_module("triton").__version__,
-        "tilelang": _version("tilelang"), "date": dt.date.today().isoformat(),
-        "python": platform.python_version(), "command": "python -m bench.gpu_correctness " + " ".join(sys.argv[1:]),
-        "tolerance": a.tol,
-        "tolerance_why": "bf16 inputs (8-bit mantissa, ~4e-3 relative rounding) through fp32-accumulating kernels over "
-                         "T=4096 steps; errors are max-abs relative to the reference's max-abs per tensor",
-    }
-    stem = (f"gpu_correctness_{a.backend}" + ("_quick" if a.quick else "")
-            + ("" if a.specs == ALL else "_" + "_".join(a.specs)) + ("" if a.K == 128 else f"_K{a.K}"))
-    (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    (a.out / f"{stem}.md").write_text(_markdown(meta, rows))
+            # written after every row: a run cut short by its time limit keeps what it measured
+            (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+            (a.out / f"{stem}.md").write_text(_markdown(meta, rows))
     print(f"wrote {a.out / stem}.json/.md")
 
 

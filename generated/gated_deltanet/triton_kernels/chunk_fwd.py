@@ -235,8 +235,9 @@ def chunk_state_fwd(k, v, w, u, g_cum, initial_state, output_final_state, cu, ch
     V = v.shape[-1]
     BK, NK, BV0 = state_scan_config(K, V)
     BV = BV or BV0
-    # Two pipeline stages fit up to K=128 (164352 B of shared memory for sm_90 with bf16 inputs);
-    # at K=256 (NK=4) they need 246784 B, over the H100's 232448, so one stage there.
+    # Two pipeline stages fit up to K=128 (kda, bf16 inputs: 180736 B of shared memory on sm_90);
+    # at K=256 (NK=4) kda needs 279552 B with two, over the H100's 232448, so one stage there (49152 B).
+    # (Numbers as launched: AOT compiles that omit the JIT's divisibility-16 attrs read lower.)
     num_stages = num_stages or (2 if NK <= 2 else 1)
     hs = torch.empty(NT, H, K, V, dtype=torch.float32, device=k.device)
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None

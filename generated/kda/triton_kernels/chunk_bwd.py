@@ -285,8 +285,8 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
         q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu, chunk_offsets, scale,
         H=H, K=K, V=V, BT=BT, BK=BKS, NK=NKS, BV=BVS, HAS_DHT=dht is not None, HAS_H0=dh0 is not None,
         # One stage: the reverse scan keeps NK [BK, BV] fp32 tiles of dh live, and a second pipeline
-        # stage of its [BT, BK] loads needs 229888 B of shared memory for sm_90 at K=128 with bf16
-        # inputs (AOT compile) and 254464 B at launch on an H100 (limit 232448).
+        # stage of its [BT, BK] loads needs 254464 B of shared memory on sm_90 for kda at K=128 with
+        # bf16 inputs (H100 limit 232448); one stage needs 65536 B (57344 B at K=256).
         INPUT_PRECISION=ip, num_warps=num_warps, num_stages=1)
 
     dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
