@@ -53,6 +53,22 @@ def dot_precision(*tensors) -> str:
     return "ieee" if all(t is None or t.dtype == torch.float32 for t in tensors) else "tf32"
 
 
+def ridge_tiles(K: int, V: int, BK=None, BV=None, num_warps=None, num_stages=None):
+    """Tiles and launch shape of the per-chunk kernels: (BK, BV, num_warps, num_stages).
+
+    K <= 32: one [BT, K] tile (BK = K rounded up), the solve fully on-chip, 4 warps.
+    K > 32: the K-tiled path on [BT, 32] column blocks with 8 warps and no software pipelining
+    (num_stages=1: the block loops sit inside the solver's iteration loop, and multi-buffering
+    their loads costs up to 224 KB of shared memory at K = 128 while hiding little). Measured
+    with `python -m gka_gen.resources` for the H100 (bf16 inputs): <= 104 KB of shared memory and
+    at most a few words of spills at K = V = 64, 128 and 256; a single on-chip [64, 64] tile
+    already spilled 300-1100 bytes per thread at K = 64. BV <= 64 columns of the V axis."""
+    tiled = K > 32
+    BK = BK or (32 if tiled else max(16, next_pow2(K)))
+    BV = BV or min(64, max(16, next_pow2(V)))
+    return BK, BV, num_warps or (8 if tiled else 4), num_stages or (1 if tiled else 3)
+
+
 def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
     """Describe the (possibly packed) sequences as chunks of BT tokens.
 
@@ -142,6 +158,108 @@ def _apply_A(y, hc, k, kc, D, eG, lam, INPUT_PRECISION: tl.constexpr):
     a += tl.dot(tl.dot(y, tl.trans(k), input_precision=INPUT_PRECISION) * D, kc,
                 input_precision=INPUT_PRECISION)
     return a + lam * y
+
+
+# ------------------------------------------------------------------------------------------------
+# K-tiled pieces. Above BK = 64 columns a [BT, K] tile of every solver vector plus the [K, K]
+# chunk state no longer fit one block's registers / shared memory (K = 128: 64 KB for H_c alone,
+# K = 256: 256 KB). The tiled path keeps only [BT, BT] and [BT, BK] tiles on chip: H_c, K and the
+# solver's vectors are read block by block (H_c and K from the inputs, the vectors from fp32
+# slots in global memory private to the program: rows of a [B, T, H, K] buffer, L1/L2 resident),
+# and every pass that writes a vector another pass reads ends in a block barrier.
+# ------------------------------------------------------------------------------------------------
+@triton.jit
+def _kblk(ptr, j, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    """Columns [j BK, (j+1) BK) of the chunk's rows of a [*, H, K] tensor (ptr at row t0, head h)."""
+    return _tile(ptr + j * BK, rows, ck, H * K, nrows, K - j * BK)
+
+
+@triton.jit
+def _store_kblk(ptr, x, j, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    _store_tile(ptr + j * BK, x, rows, ck, H * K, nrows, K - j * BK)
+
+
+@triton.jit
+def _hblk(hcp, i, j, ck, K: tl.constexpr, BK: tl.constexpr):
+    """Block (i, j) of the [K, K] state at hcp."""
+    return _tile(hcp + i * BK * K + j * BK, ck, ck, K, K - i * BK, K - j * BK)
+
+
+@triton.jit
+def _xkt(xp, kp, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+         INPUT_PRECISION: tl.constexpr):
+    """X K^T ([BT, BT]) for two row sets stored [*, H, K], accumulated over column blocks."""
+    acc = tl.dot(_kblk(xp, 0, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, 0, rows, ck, nrows, H, K, BK)),
+                 input_precision=INPUT_PRECISION)
+    for i in range(1, tl.cdiv(K, BK)):
+        acc += tl.dot(_kblk(xp, i, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, i, rows, ck, nrows, H, K, BK)),
+                      input_precision=INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
+def _xh(xp, hcp, j, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+        INPUT_PRECISION: tl.constexpr):
+    """Column block j of X H ([BT, BK]) for rows X stored [*, H, K] and the [K, K] state at hcp."""
+    acc = tl.dot(_kblk(xp, 0, rows, ck, nrows, H, K, BK), _hblk(hcp, 0, j, ck, K, BK),
+                 input_precision=INPUT_PRECISION)
+    for i in range(1, tl.cdiv(K, BK)):
+        acc += tl.dot(_kblk(xp, i, rows, ck, nrows, H, K, BK), _hblk(hcp, i, j, ck, K, BK),
+                      input_precision=INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
+def _lam_blk(lam, lambp, j, ck, K: tl.constexpr, BK: tl.constexpr):
+    """The ridge term's column block j: lam itself ([BT, 1]) or lamb[j BK + ck] ([1, BK])."""
+    return lam
+
+
+@triton.jit
+def _apply_A_blk(xp, j, kp, hcp, P, eG, lam, lambp, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr,
+                 BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Column block j of A_t x_t (rows x_t stored [*, H, K] at xp), given P = ((X K^T) . D) c:
+        e^{G_t} (X H_c)_j + P K_j + Lambda_j x_j."""
+    a = eG[:, None] * _xh(xp, hcp, j, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+    a += tl.dot(P, _kblk(kp, j, rows, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION)
+    return a + _lam_blk(lam, lambp, j, ck, K, BK) * _kblk(xp, j, rows, ck, nrows, H, K, BK)
+
+
+@triton.jit
+def _solve_tiled(bp, bscale, xa, xb, w1_unused, w2_unused, kp, hcp, Dc, eG, lam, lambp, mu, L, num_iter,
+                 rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+                 INPUT_PRECISION: tl.constexpr):
+    """_solve column block by column block: b = bscale * (rows at bp), the iterates in two slots,
+    xa (which holds the result on return) and xb (workspace; the CG variant's two further slots
+    are unused). Same steps, same arithmetic per entry as _solve; each step reads x_{n-1} (all
+    blocks, for A x) and writes x_n over x_{n-2}."""
+    NK: tl.constexpr = (K + BK - 1) // BK
+    s = L + mu
+    rho2 = (L - mu) / s
+    rho2 = rho2 * rho2
+    for j in range(NK):
+        b = bscale[:, None] * _kblk(bp, j, rows, ck, nrows, H, K, BK)
+        _store_kblk(xa, b * (2. / s)[:, None], j, rows, ck, nrows, H, K, BK)
+        _store_kblk(xb, tl.zeros_like(b), j, rows, ck, nrows, H, K, BK)
+    tl.debug_barrier()
+    cur = xa
+    prev = xb
+    w = tl.zeros_like(s) + 2.
+    for _ in range(num_iter):
+        w = 4. / (4. - rho2 * w)
+        P = _xkt(cur, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION) * Dc
+        for j in range(NK):
+            r = _apply_A_blk(cur, j, kp, hcp, P, eG, lam, lambp, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+            r -= bscale[:, None] * _kblk(bp, j, rows, ck, nrows, H, K, BK)
+            x = _kblk(cur, j, rows, ck, nrows, H, K, BK)
+            x_new = x - (2. * w / s)[:, None] * r + (w - 1.)[:, None] * (x - _kblk(prev, j, rows, ck, nrows, H, K, BK))
+            _store_kblk(prev, x_new, j, rows, ck, nrows, H, K, BK)
+        tl.debug_barrier()
+        cur, prev = prev, cur
+    if num_iter % 2 == 1:  # the last iterate sits in xb
+        for j in range(NK):
+            _store_kblk(xa, _kblk(xb, j, rows, ck, nrows, H, K, BK), j, rows, ck, nrows, H, K, BK)
+        tl.debug_barrier()
 
 
 @triton.jit

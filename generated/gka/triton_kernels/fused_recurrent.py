@@ -2,8 +2,10 @@
 # Do not edit: change the spec or the templates and run `gka-gen generate`.
 #
 # Token-by-token forward of gka (ridge family): the decoding path, and an independent
-# second implementation that cross-checks the chunked kernels. Both states live in registers;
-# the chebyshev solve uses the explicit H_t (no chunk algebra).
+# second implementation that cross-checks the chunked kernels. The chebyshev solve uses the explicit
+# H_t (no chunk algebra). The states live in global memory (the final-state buffers, L1/L2
+# resident) and are streamed in [BR, K] row blocks: a [K, K] fp32 state in registers spills from
+# K = 128 on and cannot fit one block at all at K = 256 (256 KB).
 import torch
 import triton
 import triton.language as tl
@@ -12,44 +14,73 @@ from .common import CG_RTOL, FRO_TINY, next_pow2, prepare_chunks
 
 
 @triton.jit
-def _matvec(Hs, y, lam):
-    """(H_t + Lambda) y with H_t symmetric: (H y)_i = sum_j H_ij y_j = sum_j H_ji y_j."""
-    return tl.sum(Hs * y[None, :], 1) + lam * y
+def _pick(y, rr, ck):
+    """y[rr] for the row block rr of a [BK] vector (a select-and-sum: no register slicing in Triton)."""
+    return tl.sum(tl.where(rr[:, None] == ck[None, :], y[None, :], 0.), 1)
 
 
 @triton.jit
-def fused_recurrent_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, h0_kk, h0_kv, ht_kk, ht_kv, o,
+def _matvec(hsp, y, lam, ck, K: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr):
+    """(H_t + Lambda) y with H_t (symmetric, [K, K] at hsp) read in row blocks: (H y)_j = sum_i H_ij y_i."""
+    acc = tl.zeros([BK], dtype=tl.float32)
+    for i in range(tl.cdiv(K, BR)):
+        rr = i * BR + tl.arange(0, BR)
+        b_h = tl.load(hsp + rr[:, None] * K + ck[None, :], mask=(rr[:, None] < K) & (ck[None, :] < K), other=0.)
+        acc += tl.sum(b_h * _pick(y, rr, ck)[:, None], 0)
+    return acc + lam * y
+
+
+@triton.jit
+def fused_recurrent_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, h0_kk, h0_kv, hs, us, o,
                                cu_seqlens, scale, ridge_ratio, num_iter,
                                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                               BK: tl.constexpr, BV: tl.constexpr,
-                               HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr):
-    """One program per (sequence, head)."""
+                               BK: tl.constexpr, BV: tl.constexpr, BR: tl.constexpr,
+                               HAS_H0: tl.constexpr):
+    """One program per (sequence, head); the states H, U at hs, us ([N, H, K, K], [N, H, K, V])."""
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    rk = tl.arange(0, BK)
     ck = tl.arange(0, BK)
     cv = tl.arange(0, BV)
-    mk = rk < K
+    mk = ck < K
     mv = cv < V
-    mkk = mk[:, None] & (ck < K)[None, :]
-    mkv = mk[:, None] & mv[None, :]
-    Hs = tl.zeros([BK, BK], dtype=tl.float32)
-    U = tl.zeros([BK, BV], dtype=tl.float32)
-    if HAS_H0:
-        Hs += tl.load(h0_kk + (i_n * H + i_h) * K * K + rk[:, None] * K + ck[None, :], mask=mkk, other=0.)
-        U += tl.load(h0_kv + (i_n * H + i_h) * K * V + rk[:, None] * V + cv[None, :], mask=mkv, other=0.)
+    hsp = hs + (i_n * H + i_h) * K * K
+    usp = us + (i_n * H + i_h) * K * V
+    for i in range(tl.cdiv(K, BR)):
+        rr = i * BR + tl.arange(0, BR)
+        mkk = (rr[:, None] < K) & mk[None, :]
+        mkv = (rr[:, None] < K) & mv[None, :]
+        b_h = tl.zeros([BR, BK], dtype=tl.float32)
+        b_u = tl.zeros([BR, BV], dtype=tl.float32)
+        if HAS_H0:
+            b_h += tl.load(h0_kk + (i_n * H + i_h) * K * K + rr[:, None] * K + ck[None, :], mask=mkk, other=0.)
+            b_u += tl.load(h0_kv + (i_n * H + i_h) * K * V + rr[:, None] * V + cv[None, :], mask=mkv, other=0.)
+        tl.store(hsp + rr[:, None] * K + ck[None, :], b_h, mask=mkk)
+        tl.store(usp + rr[:, None] * V + cv[None, :], b_u, mask=mkv)
     for t in range(bos, eos):
-        b_q = tl.load(q + (t * H + i_h) * K + rk, mask=mk, other=0.).to(tl.float32)
-        b_k = tl.load(k + (t * H + i_h) * K + rk, mask=mk, other=0.).to(tl.float32)
+        b_q = tl.load(q + (t * H + i_h) * K + ck, mask=mk, other=0.).to(tl.float32)
+        b_k = tl.load(k + (t * H + i_h) * K + ck, mask=mk, other=0.).to(tl.float32)
         b_v = tl.load(v + (t * H + i_h) * V + cv, mask=mv, other=0.).to(tl.float32)
-        Hs *= tl.exp(tl.load(gk + t * H + i_h).to(tl.float32))
-        U *= tl.exp(tl.load(g + t * H + i_h).to(tl.float32))
-        b_kc = b_k
-        Hs += b_kc[:, None] * b_k[None, :]
-        U += b_kc[:, None] * b_v[None, :]
-        sq = tl.sum(tl.sum(Hs * Hs, 1), 0)
+        b_c = 1.
+        # H_t = e^{gk} H + c k k^T,  U_t = e^{g} U + c k v^T, row block by row block
+        tl.debug_barrier()  # every read of the previous token's states is done
+        sq = 0.
+        for i in range(tl.cdiv(K, BR)):
+            rr = i * BR + tl.arange(0, BR)
+            mkk = (rr[:, None] < K) & mk[None, :]
+            mkv = (rr[:, None] < K) & mv[None, :]
+            k_r = b_c * tl.load(k + (t * H + i_h) * K + rr, mask=rr < K, other=0.).to(tl.float32)
+            b_h = tl.load(hsp + rr[:, None] * K + ck[None, :], mask=mkk, other=0.)
+            b_u = tl.load(usp + rr[:, None] * V + cv[None, :], mask=mkv, other=0.)
+            b_h *= tl.exp(tl.load(gk + t * H + i_h).to(tl.float32))
+            b_u *= tl.exp(tl.load(g + t * H + i_h).to(tl.float32))
+            b_h += k_r[:, None] * b_k[None, :]
+            b_u += k_r[:, None] * b_v[None, :]
+            sq += tl.sum(tl.sum(b_h * b_h, 1), 0)
+            tl.store(hsp + rr[:, None] * K + ck[None, :], b_h, mask=mkk)
+            tl.store(usp + rr[:, None] * V + cv[None, :], b_u, mask=mkv)
+        tl.debug_barrier()  # the new states are visible to the whole block
         live = sq > FRO_TINY
         F = tl.where(live, tl.sqrt(tl.where(live, sq, 1.)), 1.)
         lam = ridge_ratio * F
@@ -64,17 +95,18 @@ def fused_recurrent_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, h0_kk, h0_kv, 
         w = 2.
         for _ in range(num_iter):
             w = 4. / (4. - rho2 * w)
-            x_new = x - (2. * w / s) * (_matvec(Hs, x, lam) - b_q) + (w - 1.) * (x - x_prev)
+            x_new = x - (2. * w / s) * (_matvec(hsp, x, lam, ck, K, BK, BR) - b_q) + (w - 1.) * (x - x_prev)
             x_prev = x
             x = x_new
         x = tl.where(live, x, 0.)
         b_a = tl.load(alpha + t * H + i_h).to(tl.float32)
         qm = b_q + b_a * (x - b_q)
-        b_o = tl.sum(U * qm[:, None], 0) * scale
-        tl.store(o + (t * H + i_h) * V + cv, b_o.to(o.dtype.element_ty), mask=mv)
-    if STORE_FINAL:
-        tl.store(ht_kk + (i_n * H + i_h) * K * K + rk[:, None] * K + ck[None, :], Hs, mask=mkk)
-        tl.store(ht_kv + (i_n * H + i_h) * K * V + rk[:, None] * V + cv[None, :], U, mask=mkv)
+        b_o = tl.zeros([BV], dtype=tl.float32)
+        for i in range(tl.cdiv(K, BR)):
+            rr = i * BR + tl.arange(0, BR)
+            b_u = tl.load(usp + rr[:, None] * V + cv[None, :], mask=(rr[:, None] < K) & mv[None, :], other=0.)
+            b_o += tl.sum(b_u * _pick(qm, rr, ck)[:, None], 0)
+        tl.store(o + (t * H + i_h) * V + cv, (b_o * scale).to(o.dtype.element_ty), mask=mv)
 
 
 def fused_recurrent_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
@@ -86,12 +118,13 @@ def fused_recurrent_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, n
     cu, _, _, N, _ = prepare_chunks(cu_seqlens, B, T, max(T, 1), q.device)
     BK, BV = max(16, next_pow2(K)), max(16, next_pow2(V))
     h0_kk, h0_kv = initial_state if initial_state is not None else (None, None)
-    ht_kk = q.new_empty(N, H, K, K, dtype=torch.float32) if output_final_state else None
-    ht_kv = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    # the kernel's working states; returned as the final state when asked for
+    ht_kk = q.new_empty(N, H, K, K, dtype=torch.float32)
+    ht_kv = q.new_empty(N, H, K, V, dtype=torch.float32)
+    BR = min(BK, max(16, 4096 // max(BK, BV)))  # [BR, K] / [BR, V] state row blocks of <= 4096 entries
     o = q.new_empty(B, T, H, V)
     fused_recurrent_fwd_kernel[(N * H,)](
         q, k, v, g, gk, beta, alpha, lamb, h0_kk, h0_kv, ht_kk, ht_kv, o, cu,
         float(scale), float(ridge_ratio or 0.), int(num_iter),
-        H=H, K=K, V=V, BK=BK, BV=BV, HAS_H0=initial_state is not None,
-        STORE_FINAL=output_final_state, num_warps=num_warps)
+        H=H, K=K, V=V, BK=BK, BV=BV, BR=BR, HAS_H0=initial_state is not None, num_warps=num_warps)
     return o, ((ht_kk, ht_kv) if output_final_state else None)

@@ -16,9 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk_fwd import _chunk_operator, chunk_state_fwd
-from .common import (_apply_A, _chunk_bounds, _cum_gate, _decay_mask, _last, _rows, _solve, _store_tile,
-                     _tile, dot_precision, next_pow2, prepare_chunks)
+from .chunk_fwd import _chunk_operator, _chunk_solve, chunk_state_fwd, solver_workspace
+from .common import (_chunk_bounds, _cum_gate, _decay_mask, _hblk, _kblk, _last, _rows, _store_kblk, _store_tile,
+                     _tile, _xh, _xkt, dot_precision, next_pow2, prepare_chunks, ridge_tiles)
 
 
 @triton.jit
@@ -44,56 +44,74 @@ def _qm(b_q, b_x, alpha, t0, i_h, rows, nrows, H: tl.constexpr):
 
 @triton.jit
 def chunk_ridge_bwd_solve_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, nrm, do,
-                                 dq, dalpha, y_out, w_out, dgh_out, dgu_out,
+                                 dq, dalpha, y_out, wb, w0, w1, w2, w_out, dgh_out, dgu_out,
                                  cu_seqlens, chunk_indices, scale, ridge_ratio, num_iter,
                                  H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                                  BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                                  INPUT_PRECISION: tl.constexpr):
-    """Per (chunk, head):
+    """Per (chunk, head), on [BT, BK] column blocks of the K axis:
         dqm_t = scale U_t do_t = scale (e^{Gu_t} U_c do_t + sum_j Du_tj c_j k_j (v_j . do_t))
         y_t = A_t^{-1} dx_t,  dx = dqm,  dq = y
     and the local parts of the gate gradients, <dH_t^loc, H_t> and <dU_t^loc, U_t>:
-        dgh_t = -y_t^T H_t x_t,   dgu_t = qm_t . dqm_t."""
+        dgh_t = -y_t^T H_t x_t,   dgu_t = qm_t . dqm_t.
+    wb: fp32 slot for dqm (the solve's right-hand side); w0..w2: the tiled solver's workspace."""
     i_t, i_h = tl.program_id(0), tl.program_id(1)
     i_n, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
+    NK: tl.constexpr = (K + BK - 1) // BK
     rows = tl.arange(0, BT)
     ck = tl.arange(0, BK)
     cv = tl.arange(0, BV)
     valid = rows < nrows
-    b_k, c, kc, D, eG, b_hc, lam, s1, s2, sq, live = _chunk_operator(
+    row0 = (t0 * H + i_h) * K
+    kp = k + row0
+    hcp = hc + (i_t * H + i_h) * K * K
+    c, D, Dc, eG, lam, mu, L, sq, live = _chunk_operator(
         k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio, H, K, BT, BK, True, INPUT_PRECISION)
     Gu = _gate(g, t0, i_h, rows, nrows, H, BT, True)
     eGu = tl.where(valid, tl.exp(Gu), 0.)
 
-    # dqm = scale (e^{Gu} dO U_c^T + ((dO V^T) . Du . c) K), accumulated over V tiles
-    b_dou = tl.zeros([BT, BK], dtype=tl.float32)
+    # dqm = scale (e^{Gu} dO U_c^T + ((dO V^T) . Du . c) K), one K block at a time (stored in wb)
     b_dov = tl.zeros([BT, BT], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         b_do = _tile(do + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)
         b_v = _tile(v + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)
-        b_uc = _tile(uc + (i_t * H + i_h) * K * V + i_v * BV, ck, cv, V, K, V - i_v * BV)
-        b_dou += tl.dot(b_do, tl.trans(b_uc), input_precision=INPUT_PRECISION)
         b_dov += tl.dot(b_do, tl.trans(b_v), input_precision=INPUT_PRECISION)
-    b_dqm = scale * (eGu[:, None] * b_dou
-                     + tl.dot(b_dov * _decay_mask(Gu, rows, nrows) * c[None, :], b_k,
-                              input_precision=INPUT_PRECISION))
+    b_dov = b_dov * _decay_mask(Gu, rows, nrows) * c[None, :]
+    b_dgu = tl.zeros([BT], dtype=tl.float32)
+    for j in range(NK):
+        b_dou = tl.zeros([BT, BK], dtype=tl.float32)
+        for i_v in range(0, tl.cdiv(V, BV)):
+            b_do = _tile(do + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)
+            b_uc = _tile(uc + (i_t * H + i_h) * K * V + j * BK * V + i_v * BV, ck, cv, V, K - j * BK, V - i_v * BV)
+            b_dou += tl.dot(b_do, tl.trans(b_uc), input_precision=INPUT_PRECISION)
+        b_dqm = scale * (eGu[:, None] * b_dou
+                         + tl.dot(b_dov, _kblk(kp, j, rows, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION))
+        _store_kblk(wb + row0, b_dqm, j, rows, ck, nrows, H, K, BK)
+        b_x = _kblk(x + row0, j, rows, ck, nrows, H, K, BK)
+        b_q = _kblk(q + row0, j, rows, ck, nrows, H, K, BK)
+        b_dgu += tl.sum(_qm(b_q, b_x, alpha, t0, i_h, rows, nrows, H) * b_dqm, 1)
+    tl.store(dgu_out + t0 * H + i_h + rows * H, b_dgu, mask=valid)
+    tl.debug_barrier()
 
-    b_q = _tile(q + (t0 * H + i_h) * K, rows, ck, H * K, nrows, K)
-    b_x = _tile(x + (t0 * H + i_h) * K, rows, ck, H * K, nrows, K)
-    b_qm = _qm(b_q, b_x, alpha, t0, i_h, rows, nrows, H)
-    b_dx = b_dqm
     # the adjoint solve: same operator, same bounds, so (Chebyshev) exactly p_r(A) dx
-    b_y = _solve(b_dx, b_hc, b_k, kc, D, eG, lam, s1, s2, num_iter, INPUT_PRECISION)
-    b_y = tl.where(live[:, None], b_y, 0.)
-    b_dq = b_y
-    _store_tile(dq + (t0 * H + i_h) * K, b_dq, rows, ck, H * K, nrows, K)
-    _store_tile(y_out + (t0 * H + i_h) * K, b_y, rows, ck, H * K, nrows, K)
+    _chunk_solve(wb + row0, tl.zeros([BT], dtype=tl.float32) + 1., y_out + row0, w0 + row0,
+                 w1 + row0, w2 + row0, kp, hcp, lamb + i_h * K, c, D, Dc, eG, lam, mu, L, num_iter, rows, ck, nrows,
+                 H, K, BK, INPUT_PRECISION)
 
-    # H_t x_t by the chunked operator without its ridge term (exact, also for inexact solves)
-    b_hx = _apply_A(b_x, b_hc, b_k, kc, D, eG, 0. * lam, INPUT_PRECISION)
-    b_dgh = -tl.sum(b_y * b_hx, 1)
+    # dq, and H_t x_t by the chunked operator without its ridge term (exact, also for inexact solves)
+    P = _xkt(x + row0, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION) * Dc
+    b_dgh = tl.zeros([BT], dtype=tl.float32)
+    b_xy = tl.zeros([BT], dtype=tl.float32)
+    for j in range(NK):
+        b_y = tl.where(live[:, None], _kblk(y_out + row0, j, rows, ck, nrows, H, K, BK), 0.)
+        _store_kblk(y_out + row0, b_y, j, rows, ck, nrows, H, K, BK)
+        b_dq = b_y
+        _store_kblk(dq + row0, b_dq, j, rows, ck, nrows, H, K, BK)
+        b_hx = eG[:, None] * _xh(x + row0, hcp, j, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+        b_hx += tl.dot(P, _kblk(kp, j, rows, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION)
+        b_dgh -= tl.sum(b_y * b_hx, 1)
+        b_xy += tl.sum(_kblk(x + row0, j, rows, ck, nrows, H, K, BK) * b_y, 1)
     tl.store(dgh_out + t0 * H + i_h + rows * H, b_dgh, mask=valid)
-    tl.store(dgu_out + t0 * H + i_h + rows * H, tl.sum(b_qm * b_dqm, 1), mask=valid)
 
 
 @triton.jit
@@ -187,70 +205,103 @@ def chunk_ridge_bwd_dk_kernel(q, k, v, g, gk, beta, alpha, hc, uc, dhe, due, x, 
         dUbar_j = e^{Gu_last - Gu_j} dUe + sum_{s>=j} Du_sj scale qm_s do_s^T
     and the inputs' gradients are dk_j = c_j ((dHbar_j + dHbar_j^T) k_j + dUbar_j v_j),
     dv_j = c_j dUbar_j^T k_j, dc_j = k_j^T dHbar_j k_j + k_j^T dUbar_j v_j; d(log gate) from
-    dG_m = <dS_m^loc + [m = last] dSe, S_m> - c_m k_m^T dSbar_m (k_m | v_m), reverse-cumsummed."""
+    dG_m = <dS_m^loc + [m = last] dSe, S_m> - c_m k_m^T dSbar_m (k_m | v_m), reverse-cumsummed.
+    Token-by-token [BT, BT] products first (reduced over K and V blocks), then dk one K block and
+    dv one V block at a time."""
     i_t, i_h = tl.program_id(0), tl.program_id(1)
     i_n, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
+    NK: tl.constexpr = (K + BK - 1) // BK
     rows = tl.arange(0, BT)
     ck = tl.arange(0, BK)
     cv = tl.arange(0, BV)
     valid = rows < nrows
     is_last = rows == nrows - 1
+    row0 = (t0 * H + i_h) * K
+    kp, xp, yp = k + row0, x + row0, y + row0
+    hcp = hc + (i_t * H + i_h) * K * K
+    dhep = dhe + (i_t * H + i_h) * K * K
+    ucp = uc + (i_t * H + i_h) * K * V
+    duep = due + (i_t * H + i_h) * K * V
     # reverse cumsum within the chunk: (rc @ dG)_i = sum_{m >= i} dG_m
     rc = (rows[None, :] >= rows[:, None]).to(tl.float32)
     c = _strength(beta, t0, i_h, rows, nrows, H)
-    b_k = _tile(k + (t0 * H + i_h) * K, rows, ck, H * K, nrows, K)
 
-    # ---- covariance side: R_j = (dHbar_j + dHbar_j^T) k_j
     G = _gate(gk, t0, i_h, rows, nrows, H, BT, True)
     D = _decay_mask(G, rows, nrows)
     g_last = _last(G, rows, nrows)
     eL = tl.where(valid, tl.exp(tl.where(valid, g_last - G, 0.)), 0.)
-    b_dhe = _tile(dhe + (i_t * H + i_h) * K * K, ck, ck, K, K, K)
-    b_hc = _tile(hc + (i_t * H + i_h) * K * K, ck, ck, K, K, K)
-    b_x = _tile(x + (t0 * H + i_h) * K, rows, ck, H * K, nrows, K)
-    b_y = _tile(y + (t0 * H + i_h) * K, rows, ck, H * K, nrows, K)
-    kdhe = tl.dot(b_k, b_dhe, input_precision=INPUT_PRECISION)
-    r = eL[:, None] * (kdhe + tl.dot(b_k, tl.trans(b_dhe), input_precision=INPUT_PRECISION))
-    b_xk = tl.dot(b_x, tl.trans(b_k), input_precision=INPUT_PRECISION) * D
-    b_yk = tl.dot(b_y, tl.trans(b_k), input_precision=INPUT_PRECISION) * D
-    r -= tl.dot(tl.trans(b_xk), b_y, input_precision=INPUT_PRECISION)
-    r -= tl.dot(tl.trans(b_yk), b_x, input_precision=INPUT_PRECISION)
-    b_dk = c[:, None] * r
-    dc_h = 0.5 * tl.sum(b_k * r, 1)
-    # <dHe, H_last> with H_last = e^{G_last} H_c + sum_j e^{G_last - G_j} c_j k_j k_j^T
-    h_last = tl.exp(g_last) * tl.sum(tl.sum(b_dhe * b_hc, 1), 0) + tl.sum(eL * c * tl.sum(kdhe * b_k, 1), 0)
-    dG = _rows(dgh + t0 * H + i_h, rows, H, nrows, 0.) + tl.where(is_last, h_last, 0.) - c * dc_h
-    tl.store(dgk + t0 * H + i_h + rows * H, tl.sum(rc * dG[None, :], 1), mask=valid)
-
-    # ---- value side, over V tiles
     Gu = _gate(g, t0, i_h, rows, nrows, H, BT, True)
     Du = _decay_mask(Gu, rows, nrows)
     gu_last = _last(Gu, rows, nrows)
     eLu = tl.where(valid, tl.exp(tl.where(valid, gu_last - Gu, 0.)), 0.)
-    b_q = _tile(q + (t0 * H + i_h) * K, rows, ck, H * K, nrows, K)
-    b_qm = _qm(b_q, b_x, alpha, t0, i_h, rows, nrows, H)
-    qmk_t = tl.trans(tl.dot(b_qm, tl.trans(b_k), input_precision=INPUT_PRECISION) * Du)
-    vdue = tl.zeros([BT, BK], dtype=tl.float32)
+    # [BT, BT] products, transposed where they act on the k rows
+    xk_t = tl.trans(_xkt(xp, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION) * D)
+    yk_t = tl.trans(_xkt(yp, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION) * D)
+    qmk = tl.zeros([BT, BT], dtype=tl.float32)
+    for j in range(NK):
+        qmk += tl.dot(_qm(_kblk(q + row0, j, rows, ck, nrows, H, K, BK), _kblk(xp, j, rows, ck, nrows, H, K, BK),
+                          alpha, t0, i_h, rows, nrows, H),
+                      tl.trans(_kblk(kp, j, rows, ck, nrows, H, K, BK)), input_precision=INPUT_PRECISION)
+    qmk_t = tl.trans(qmk * Du)
     dov = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        dov += tl.dot(_tile(do + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV),
+                      tl.trans(_tile(v + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)),
+                      input_precision=INPUT_PRECISION)
+    dov_t = tl.trans(dov * Du)
+
+    # ---- dk, one K block at a time: R_j = (dHbar + dHbar^T) k (covariance side), R_u = dUbar v
+    dc_h = tl.zeros([BT], dtype=tl.float32)
+    dc_u = tl.zeros([BT], dtype=tl.float32)
+    kdk = tl.zeros([BT], dtype=tl.float32)  # k_t^T dHe k_t
+    h_last = 0.
+    for j in range(NK):
+        b_k = _kblk(kp, j, rows, ck, nrows, H, K, BK)
+        kdhe = tl.zeros([BT, BK], dtype=tl.float32)
+        kdhe_t = tl.zeros([BT, BK], dtype=tl.float32)
+        for i in range(NK):
+            b_ki = _kblk(kp, i, rows, ck, nrows, H, K, BK)
+            b_dhe = _hblk(dhep, i, j, ck, K, BK)
+            kdhe += tl.dot(b_ki, b_dhe, input_precision=INPUT_PRECISION)
+            kdhe_t += tl.dot(b_ki, tl.trans(_hblk(dhep, j, i, ck, K, BK)), input_precision=INPUT_PRECISION)
+            h_last += tl.sum(tl.sum(b_dhe * _hblk(hcp, i, j, ck, K, BK), 1), 0)
+        kdk += tl.sum(kdhe * b_k, 1)
+        r = eL[:, None] * (kdhe + kdhe_t)
+        r -= tl.dot(xk_t, _kblk(yp, j, rows, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION)
+        r -= tl.dot(yk_t, _kblk(xp, j, rows, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION)
+        b_dk = c[:, None] * r
+        dc_h += 0.5 * tl.sum(b_k * r, 1)
+        vdue = tl.zeros([BT, BK], dtype=tl.float32)
+        for i_v in range(0, tl.cdiv(V, BV)):
+            b_v = _tile(v + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)
+            vdue += tl.dot(b_v, tl.trans(_tile(duep + j * BK * V + i_v * BV, ck, cv, V, K - j * BK, V - i_v * BV)),
+                           input_precision=INPUT_PRECISION)
+        b_qm = _qm(_kblk(q + row0, j, rows, ck, nrows, H, K, BK), _kblk(xp, j, rows, ck, nrows, H, K, BK),
+                   alpha, t0, i_h, rows, nrows, H)
+        r_u = eLu[:, None] * vdue + scale * tl.dot(dov_t, b_qm, input_precision=INPUT_PRECISION)
+        b_dk += c[:, None] * r_u
+        dc_u += tl.sum(b_k * r_u, 1)
+        _store_kblk(dk + row0, b_dk, j, rows, ck, nrows, H, K, BK)
+    # <dHe, H_last> with H_last = e^{G_last} H_c + sum_j e^{G_last - G_j} c_j k_j k_j^T
+    h_last = tl.exp(g_last) * h_last + tl.sum(eL * c * kdk, 0)
+    dG = _rows(dgh + t0 * H + i_h, rows, H, nrows, 0.) + tl.where(is_last, h_last, 0.) - c * dc_h
+    tl.store(dgk + t0 * H + i_h + rows * H, tl.sum(rc * dG[None, :], 1), mask=valid)
+
+    # ---- dv, one V block at a time: dv_j = c_j dUbar_j^T k_j
     kdv = tl.zeros([BT], dtype=tl.float32)
     u_last = 0.
     for i_v in range(0, tl.cdiv(V, BV)):
         nv = V - i_v * BV
         b_v = _tile(v + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, nv)
         b_do = _tile(do + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, nv)
-        b_due = _tile(due + (i_t * H + i_h) * K * V + i_v * BV, ck, cv, V, K, nv)
-        b_uc = _tile(uc + (i_t * H + i_h) * K * V + i_v * BV, ck, cv, V, K, nv)
-        kdue = tl.dot(b_k, b_due, input_precision=INPUT_PRECISION)
-        vdue += tl.dot(b_v, tl.trans(b_due), input_precision=INPUT_PRECISION)
-        dov += tl.dot(b_do, tl.trans(b_v), input_precision=INPUT_PRECISION)
+        kdue = tl.zeros([BT, BV], dtype=tl.float32)
+        for j in range(NK):
+            b_due = _tile(duep + j * BK * V + i_v * BV, ck, cv, V, K - j * BK, nv)
+            kdue += tl.dot(_kblk(kp, j, rows, ck, nrows, H, K, BK), b_due, input_precision=INPUT_PRECISION)
+            u_last += tl.sum(tl.sum(b_due * _tile(ucp + j * BK * V + i_v * BV, ck, cv, V, K - j * BK, nv), 1), 0)
         kdv += tl.sum(kdue * b_v, 1)
-        u_last += tl.sum(tl.sum(b_due * b_uc, 1), 0)
         b_dv = eLu[:, None] * kdue + scale * tl.dot(qmk_t, b_do, input_precision=INPUT_PRECISION)
         _store_tile(dv + (t0 * H + i_h) * V + i_v * BV, c[:, None] * b_dv, rows, cv, H * V, nrows, nv)
-    r_u = eLu[:, None] * vdue + scale * tl.dot(tl.trans(dov * Du), b_qm, input_precision=INPUT_PRECISION)
-    b_dk += c[:, None] * r_u
-    dc_u = tl.sum(b_k * r_u, 1)
-    _store_tile(dk + (t0 * H + i_h) * K, b_dk, rows, ck, H * K, nrows, K)
     u_last = tl.exp(gu_last) * u_last + tl.sum(eLu * c * kdv, 0)
     dGu = _rows(dgu + t0 * H + i_h, rows, H, nrows, 0.) + tl.where(is_last, u_last, 0.) - c * dc_u
     tl.store(dg + t0 * H + i_h + rows * H, tl.sum(rc * dGu[None, :], 1), mask=valid)
@@ -258,15 +309,14 @@ def chunk_ridge_bwd_dk_kernel(q, k, v, g, gk, beta, alpha, hc, uc, dhe, due, x, 
 
 
 def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state, cu_seqlens,
-              do, dht, saved, chunk_size=64, BV=None, num_warps=4):
+              do, dht, saved, chunk_size=64, BK=None, BV=None, num_warps=None, num_stages=None):
     """Returns (dq, dk, dv, dg, dgk, dbeta, dalpha, dlamb, dh0); None for inputs the variant lacks
     (dh0 None without an initial state). dq, dk, dv in the inputs' dtypes, gate grads fp32 cast back."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     q, k, v, do = q.contiguous(), k.contiguous(), v.contiguous(), do.contiguous()
     BT = chunk_size
-    BK = max(16, next_pow2(K))
-    BV = BV or max(16, min(64, next_pow2(V)))
+    BK, BV, num_warps, num_stages = ridge_tiles(K, V, BK, BV, num_warps, num_stages)
     ip = dot_precision(q, k, v, do)
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T, BT, q.device)
     h0_kk, h0_kv = initial_state if initial_state is not None else (None, None)
@@ -283,13 +333,15 @@ def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     w = q.new_empty(B, T, H, **f32) if False else None  # lambda-path weights
     dgh = q.new_empty(B, T, H, **f32)
     dgu = q.new_empty(B, T, H, **f32)
+    wb = torch.empty_like(y)  # dqm, the adjoint solve's right-hand side
+    w0, w1, w2 = solver_workspace(y, K, BK, 3)
     chunk_ridge_bwd_solve_kernel[(NT, H)](
-        q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, nrm, do, dq, dalpha, y, w, dgh, dgu,
+        q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, nrm, do, dq, dalpha, y, wb, w0, w1, w2, w, dgh, dgu,
         cu, chunk_indices, float(scale), float(ridge_ratio or 0.), int(num_iter),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps)
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
 
     # reverse scans of the state adjoints, tiled like the forward scans
-    SK = min(64, BK)
+    SK = min(64, max(16, next_pow2(K)))
     SV = min(64, max(16, next_pow2(V)))
     dhe = q.new_empty(NT, H, K, K, **f32)
     due = q.new_empty(NT, H, K, V, **f32)
@@ -298,11 +350,11 @@ def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     chunk_dh_bwd_kernel[(triton.cdiv(K, SK), triton.cdiv(K, SK), N * H)](
         k, x, y, w, beta, gk, hc, dht_kk, dhe, dh0_kk, cu, chunk_offsets,
         H=H, K=K, BT=BT, BK=SK, HAS_GATE=gk is not None, HAS_DHT=dht_kk is not None,
-        STORE_DH0=initial_state is not None, INPUT_PRECISION=ip, num_warps=num_warps)
+        STORE_DH0=initial_state is not None, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
     chunk_du_bwd_kernel[(triton.cdiv(K, SK), triton.cdiv(V, SV), N * H)](
         q, x, alpha, do, g, dht_kv, due, dh0_kv, cu, chunk_offsets, float(scale),
         H=H, K=K, V=V, BT=BT, BK=SK, BV=SV, HAS_GATE=g is not None, HAS_DHT=dht_kv is not None,
-        STORE_DH0=initial_state is not None, INPUT_PRECISION=ip, num_warps=num_warps)
+        STORE_DH0=initial_state is not None, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
 
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
@@ -312,7 +364,7 @@ def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     chunk_ridge_bwd_dk_kernel[(NT, H)](
         q, k, v, g, gk, beta, alpha, hc, uc, dhe, due, x, y, w, dgh, dgu, do,
         dk, dv, dg, dgk, dbeta, cu, chunk_indices, float(scale),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps)
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
 
     dlamb = None
     # d Lambda_t = -diag(y_t x_t^T): the per-channel lambda collects -sum_t y_t * x_t

@@ -11,8 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (FRO_TINY, _apply_A, _chunk_bounds, _cum_gate, _decay_mask, _last, _rows, _solve,
-                     _store_tile, _tile, dot_precision, next_pow2, prepare_chunks)
+from .common import (FRO_TINY, _chunk_bounds, _cum_gate, _decay_mask, _hblk, _kblk, _lam_blk, _last, _rows,
+                     _solve, _solve_tiled, _store_kblk, _store_tile, _tile, _xh, _xkt, dot_precision, next_pow2,
+                     prepare_chunks, ridge_tiles)
 
 
 @triton.jit
@@ -79,89 +80,139 @@ def chunk_state_fwd(k, x, beta, g, h0, output_final_state, cu, chunk_offsets, N,
 def _chunk_operator(k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio,
                     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                     LOAD_NRM: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Everything the solver needs about A_t = H_t + Lambda_t for the rows of one chunk, and the
-    per-token ||H_t||_F. With G the in-chunk cumsum of gk, D the decayed causal mask, c_j the
-    input strength and H_c the chunk-start state (H_c symmetric):
+    """Everything the solver needs about A_t = H_t + Lambda_t for the rows of one chunk except the
+    [BT, K] and [K, K] operands themselves (read block by block where used), and the per-token
+    ||H_t||_F. With G the in-chunk cumsum of gk, D the decayed causal mask, c_j the input strength
+    and H_c the chunk-start state (H_c symmetric):
         ||H_t||^2 = ||sum_j D_tj c_j k_j k_j^T||^2 + e^{2G_t} ||H_c||^2 + 2 e^{G_t} sum_j D_tj c_j k_j^T H_c k_j
-    and the first term is sum_{i,j} Dc_ti Dc_tj (k_i.k_j)^2 = rowsum(Dc . (Dc P)), P = (K K^T)^2."""
+    and the first term is sum_{i,j} Dc_ti Dc_tj (k_i.k_j)^2 = rowsum(Dc . (Dc P)), P = (K K^T)^2.
+    Returns (c, D, Dc = D c^T, e^G, lam, mu, L, ||H_t||^2, live); lam is [BT, 1] (fro_ratio) or
+    unused (per-channel lamb: read per column block by _lam_blk)."""
     rows = tl.arange(0, BT)
     ck = tl.arange(0, BK)
     valid = rows < nrows
-    b_k = _tile(k + (t0 * H + i_h) * K, rows, ck, H * K, nrows, K)
+    kp = k + (t0 * H + i_h) * K
+    hcp = hc + (i_t * H + i_h) * K * K
     c = _rows(beta + t0 * H + i_h, rows, H, nrows, 0.)
     G = _cum_gate(gk + t0 * H + i_h, rows, H, nrows)
     D = _decay_mask(G, rows, nrows)
     eG = tl.where(valid, tl.exp(G), 0.)
-    b_hc = _tile(hc + (i_t * H + i_h) * K * K, ck, ck, K, K, K)
-    kc = b_k * c[:, None]
     Dc = D * c[None, :]
     if LOAD_NRM:
         # backward: the forward stored ||H_t||_F, so the solve sees exactly the same bounds
         sq = _rows(nrm + t0 * H + i_h, rows, H, nrows, 0.)
         sq = sq * sq
     else:
-        kk = tl.dot(b_k, tl.trans(b_k), input_precision=INPUT_PRECISION)
+        kk = _xkt(kp, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
         sq = tl.sum(Dc * tl.dot(Dc, kk * kk, input_precision=INPUT_PRECISION), 1)
-        z = tl.sum(tl.dot(b_k, b_hc, input_precision=INPUT_PRECISION) * b_k, 1)
-        sq += eG * eG * tl.sum(tl.sum(b_hc * b_hc, 1), 0) + 2. * eG * tl.sum(Dc * z[None, :], 1)
+        z = tl.zeros([BT], dtype=tl.float32)
+        hsq = 0.
+        for j in range(tl.cdiv(K, BK)):
+            z += tl.sum(_xh(kp, hcp, j, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+                        * _kblk(kp, j, rows, ck, nrows, H, K, BK), 1)
+            for i in range(tl.cdiv(K, BK)):
+                b_h = _hblk(hcp, i, j, ck, K, BK)
+                hsq += tl.sum(tl.sum(b_h * b_h, 1), 0)
+        sq += eG * eG * hsq + 2. * eG * tl.sum(Dc * z[None, :], 1)
         sq = tl.maximum(sq, 0.)
     # Lambda = Diag(lamb[h]) > 0: spectrum of A_t in [min lamb, max lamb + ||H_t||_F].
-    live = valid
-    b_lamb = tl.load(lamb + i_h * K + ck, mask=ck < K, other=0.).to(tl.float32)
-    lam = b_lamb[None, :]
-    # Jacobi guess needs diag(A_t) = e^{G_t} diag(H_c) + Dc (K . K) + lamb (1 on padded columns)
-    hc_diag = tl.sum(tl.where(ck[:, None] == ck[None, :], b_hc, 0.), 0)
-    diag_a = eG[:, None] * hc_diag[None, :] + tl.dot(Dc, b_k * b_k, input_precision=INPUT_PRECISION) + lam
-    diag_a = tl.where(ck[None, :] < K, diag_a, 1.)
-    return b_k, c, kc, D, eG, b_hc, lam, diag_a, diag_a, sq, live
+    lmin = float("inf")
+    lmax = 0.
+    for j in range(tl.cdiv(K, BK)):
+        b_l = tl.load(lamb + i_h * K + j * BK + ck, mask=j * BK + ck < K, other=0.).to(tl.float32)
+        lmin = tl.minimum(lmin, tl.min(tl.where(j * BK + ck < K, b_l, float("inf")), 0))
+        lmax = tl.maximum(lmax, tl.max(b_l, 0))
+    mu = tl.zeros([BT], dtype=tl.float32) + lmin
+    return c, D, Dc, eG, mu[:, None], mu, lmax + tl.sqrt(sq), sq, valid
 
 
 @triton.jit
-def chunk_ridge_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x_out, nrm_out, o,
+def _chunk_solve(bp, bscale, xo, w0, w1, w2, kp, hcp, lambp, c, D, Dc, eG, lam, mu, L, num_iter, rows, ck, nrows,
+                 H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """x_t = A_t^{-1} b_t for the chunk's rows, b = bscale * (rows at bp); the result is stored
+    (fp32, unmasked) at xo and visible to the whole block on return. K <= BK: one tile, every
+    step on-chip (_solve); else the K-tiled solver with workspace slots w0..w2."""
+    if K <= BK:
+        b_k = _kblk(kp, 0, rows, ck, nrows, H, K, BK)
+        b_hc = _hblk(hcp, 0, 0, ck, K, BK)
+        lam1 = _lam_blk(lam, lambp, 0, ck, K, BK)
+        # Jacobi guess needs diag(A_t) = e^{G_t} diag(H_c) + Dc (K . K) + lamb (1 on padded columns)
+        hd = tl.sum(tl.where(ck[:, None] == ck[None, :], b_hc, 0.), 0)
+        s1 = eG[:, None] * hd[None, :] + tl.dot(Dc, b_k * b_k, input_precision=INPUT_PRECISION) + lam1
+        s1 = tl.where(ck[None, :] < K, s1, 1.)
+        s2 = s1
+        b = bscale[:, None] * _kblk(bp, 0, rows, ck, nrows, H, K, BK)
+        b_x = _solve(b, b_hc, b_k, b_k * c[:, None], D, eG, lam1, s1, s2, num_iter, INPUT_PRECISION)
+        _store_kblk(xo, b_x, 0, rows, ck, nrows, H, K, BK)
+    else:
+        _solve_tiled(bp, bscale, xo, w0, w1, w2, kp, hcp, Dc, eG, lam, lambp, mu, L, num_iter, rows, ck, nrows,
+                     H, K, BK, INPUT_PRECISION)
+    tl.debug_barrier()
+
+
+@triton.jit
+def chunk_ridge_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x_out, w0, w1, w2, nrm_out, o,
                            cu_seqlens, chunk_indices, scale, ridge_ratio, num_iter,
                            H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                            BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                            INPUT_PRECISION: tl.constexpr):
-    """One program per (chunk, head): norms, the fused solve, and the readout over V tiles."""
+    """One program per (chunk, head): norms, the fused solve, and the readout over V tiles,
+    all on [BT, BK] column blocks of the K axis (w0..w2: the tiled solver's workspace)."""
     i_t, i_h = tl.program_id(0), tl.program_id(1)
     i_n, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
+    NK: tl.constexpr = (K + BK - 1) // BK
     rows = tl.arange(0, BT)
     ck = tl.arange(0, BK)
-    # s1, s2: the solver's extra operands (Chebyshev: mu, L; CG: diag(A) twice)
-    b_k, c, kc, D, eG, b_hc, lam, s1, s2, sq, live = _chunk_operator(
+    row0 = (t0 * H + i_h) * K
+    kp = k + row0
+    hcp = hc + (i_t * H + i_h) * K * K
+    c, D, Dc, eG, lam, mu, L, sq, live = _chunk_operator(
         k, beta, gk, hc, lamb, nrm_out, t0, nrows, i_t, i_h, ridge_ratio, H, K, BT, BK, False, INPUT_PRECISION)
     tl.store(nrm_out + t0 * H + i_h + rows * H, tl.sqrt(sq), mask=rows < nrows)
-
-    b_q = _tile(q + (t0 * H + i_h) * K, rows, ck, H * K, nrows, K)
-    b_x = _solve(b_q, b_hc, b_k, kc, D, eG, lam, s1, s2, num_iter, INPUT_PRECISION)
-    b_x = tl.where(live[:, None], b_x, 0.)
-    _store_tile(x_out + (t0 * H + i_h) * K, b_x, rows, ck, H * K, nrows, K)
-    b_qm = b_x
+    _chunk_solve(q + row0, tl.zeros([BT], dtype=tl.float32) + 1., x_out + row0, w0 + row0, w1 + row0, w2 + row0,
+                 kp, hcp, lamb + i_h * K, c, D, Dc, eG, lam, mu, L, num_iter, rows, ck, nrows, H, K, BK,
+                 INPUT_PRECISION)
 
     # readout with U's own gate: o = scale (e^{Gu} Qm U_c + ((Qm K^T) . Du . c) V)
     Gu = _cum_gate(g + t0 * H + i_h, rows, H, nrows)
     eGu = tl.where(rows < nrows, tl.exp(Gu), 0.)
-    A_o = tl.dot(b_qm, tl.trans(b_k), input_precision=INPUT_PRECISION) * _decay_mask(Gu, rows, nrows) * c[None, :]
-    b_qm_e = b_qm * eGu[:, None]
+    A_o = tl.zeros([BT, BT], dtype=tl.float32)
+    for j in range(NK):
+        b_x = tl.where(live[:, None], _kblk(x_out + row0, j, rows, ck, nrows, H, K, BK), 0.)
+        _store_kblk(x_out + row0, b_x, j, rows, ck, nrows, H, K, BK)
+        b_qm = b_x
+        A_o += tl.dot(b_qm, tl.trans(_kblk(kp, j, rows, ck, nrows, H, K, BK)), input_precision=INPUT_PRECISION)
+    A_o = A_o * _decay_mask(Gu, rows, nrows) * c[None, :]
     cv = tl.arange(0, BV)
     for i_v in range(0, tl.cdiv(V, BV)):
-        b_uc = _tile(uc + (i_t * H + i_h) * K * V + i_v * BV, ck, cv, V, K, V - i_v * BV)
-        b_v = _tile(v + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)
-        b_o = tl.dot(b_qm_e, b_uc, input_precision=INPUT_PRECISION)
-        b_o += tl.dot(A_o, b_v, input_precision=INPUT_PRECISION)
-        _store_tile(o + (t0 * H + i_h) * V + i_v * BV, b_o * scale, rows, cv, H * V, nrows, V - i_v * BV)
+        nv = V - i_v * BV
+        b_o = tl.dot(A_o, _tile(v + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, nv),
+                     input_precision=INPUT_PRECISION)
+        for j in range(NK):
+            b_x = tl.where(live[:, None], _kblk(x_out + row0, j, rows, ck, nrows, H, K, BK), 0.)
+            b_qm = b_x
+            b_uc = _tile(uc + (i_t * H + i_h) * K * V + j * BK * V + i_v * BV, ck, cv, V, K - j * BK, nv)
+            b_o += tl.dot(b_qm * eGu[:, None], b_uc, input_precision=INPUT_PRECISION)
+        _store_tile(o + (t0 * H + i_h) * V + i_v * BV, b_o * scale, rows, cv, H * V, nrows, nv)
+
+
+def solver_workspace(x, K, BK, n):
+    """n fp32 slots shaped like x for the K-tiled solver (none needed when K <= BK: x stands in)."""
+    if K <= BK:
+        return [x] * 3
+    ws = [torch.empty_like(x, dtype=torch.float32) for _ in range(n)]
+    return ws + [ws[-1]] * (3 - n)
 
 
 def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
-              output_final_state, cu_seqlens, chunk_size=64, BV=None, num_warps=4):
+              output_final_state, cu_seqlens, chunk_size=64, BK=None, BV=None, num_warps=None, num_stages=None):
     """Returns (o [B,T,H,V] in q's dtype, (h_kk [N,H,K,K], h_kv [N,H,K,V]) fp32 or None, saved).
     saved = {"x": ridge solution fp32 [B,T,H,K], "nrm": ||H_t||_F fp32 [B,T,H]} for chunk_bwd."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     BT = chunk_size
-    BK = max(16, next_pow2(K))
-    BV = BV or max(16, min(64, next_pow2(V)))
+    BK, BV, num_warps, num_stages = ridge_tiles(K, V, BK, BV, num_warps, num_stages)
     ip = dot_precision(q, k, v)
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T, BT, q.device)
     h0_kk, h0_kv = initial_state if initial_state is not None else (None, None)
@@ -171,9 +222,10 @@ def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     x = q.new_empty(B, T, H, K, dtype=torch.float32)
     nrm = q.new_empty(B, T, H, dtype=torch.float32)
     o = q.new_empty(B, T, H, V)
+    w0, w1, w2 = solver_workspace(x, K, BK, 3)
     chunk_ridge_fwd_kernel[(NT, H)](
-        q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, nrm, o, cu, chunk_indices,
+        q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, w0, w1, w2, nrm, o, cu, chunk_indices,
         float(scale), float(ridge_ratio or 0.), int(num_iter),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps)
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
     final = (ht_kk, ht_kv) if output_final_state else None
     return o, final, {"x": x, "nrm": nrm}

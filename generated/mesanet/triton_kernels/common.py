@@ -53,6 +53,22 @@ def dot_precision(*tensors) -> str:
     return "ieee" if all(t is None or t.dtype == torch.float32 for t in tensors) else "tf32"
 
 
+def ridge_tiles(K: int, V: int, BK=None, BV=None, num_warps=None, num_stages=None):
+    """Tiles and launch shape of the per-chunk kernels: (BK, BV, num_warps, num_stages).
+
+    K <= 32: one [BT, K] tile (BK = K rounded up), the solve fully on-chip, 4 warps.
+    K > 32: the K-tiled path on [BT, 32] column blocks with 8 warps and no software pipelining
+    (num_stages=1: the block loops sit inside the solver's iteration loop, and multi-buffering
+    their loads costs up to 224 KB of shared memory at K = 128 while hiding little). Measured
+    with `python -m gka_gen.resources` for the H100 (bf16 inputs): <= 104 KB of shared memory and
+    at most a few words of spills at K = V = 64, 128 and 256; a single on-chip [64, 64] tile
+    already spilled 300-1100 bytes per thread at K = 64. BV <= 64 columns of the V axis."""
+    tiled = K > 32
+    BK = BK or (32 if tiled else max(16, next_pow2(K)))
+    BV = BV or min(64, max(16, next_pow2(V)))
+    return BK, BV, num_warps or (8 if tiled else 4), num_stages or (1 if tiled else 3)
+
+
 def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
     """Describe the (possibly packed) sequences as chunks of BT tokens.
 
@@ -142,6 +158,127 @@ def _apply_A(y, hc, k, kc, D, eG, lam, INPUT_PRECISION: tl.constexpr):
     a += tl.dot(tl.dot(y, tl.trans(k), input_precision=INPUT_PRECISION) * D, kc,
                 input_precision=INPUT_PRECISION)
     return a + lam * y
+
+
+# ------------------------------------------------------------------------------------------------
+# K-tiled pieces. Above BK = 64 columns a [BT, K] tile of every solver vector plus the [K, K]
+# chunk state no longer fit one block's registers / shared memory (K = 128: 64 KB for H_c alone,
+# K = 256: 256 KB). The tiled path keeps only [BT, BT] and [BT, BK] tiles on chip: H_c, K and the
+# solver's vectors are read block by block (H_c and K from the inputs, the vectors from fp32
+# slots in global memory private to the program: rows of a [B, T, H, K] buffer, L1/L2 resident),
+# and every pass that writes a vector another pass reads ends in a block barrier.
+# ------------------------------------------------------------------------------------------------
+@triton.jit
+def _kblk(ptr, j, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    """Columns [j BK, (j+1) BK) of the chunk's rows of a [*, H, K] tensor (ptr at row t0, head h)."""
+    return _tile(ptr + j * BK, rows, ck, H * K, nrows, K - j * BK)
+
+
+@triton.jit
+def _store_kblk(ptr, x, j, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    _store_tile(ptr + j * BK, x, rows, ck, H * K, nrows, K - j * BK)
+
+
+@triton.jit
+def _hblk(hcp, i, j, ck, K: tl.constexpr, BK: tl.constexpr):
+    """Block (i, j) of the [K, K] state at hcp."""
+    return _tile(hcp + i * BK * K + j * BK, ck, ck, K, K - i * BK, K - j * BK)
+
+
+@triton.jit
+def _xkt(xp, kp, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+         INPUT_PRECISION: tl.constexpr):
+    """X K^T ([BT, BT]) for two row sets stored [*, H, K], accumulated over column blocks."""
+    acc = tl.dot(_kblk(xp, 0, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, 0, rows, ck, nrows, H, K, BK)),
+                 input_precision=INPUT_PRECISION)
+    for i in range(1, tl.cdiv(K, BK)):
+        acc += tl.dot(_kblk(xp, i, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, i, rows, ck, nrows, H, K, BK)),
+                      input_precision=INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
+def _xh(xp, hcp, j, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+        INPUT_PRECISION: tl.constexpr):
+    """Column block j of X H ([BT, BK]) for rows X stored [*, H, K] and the [K, K] state at hcp."""
+    acc = tl.dot(_kblk(xp, 0, rows, ck, nrows, H, K, BK), _hblk(hcp, 0, j, ck, K, BK),
+                 input_precision=INPUT_PRECISION)
+    for i in range(1, tl.cdiv(K, BK)):
+        acc += tl.dot(_kblk(xp, i, rows, ck, nrows, H, K, BK), _hblk(hcp, i, j, ck, K, BK),
+                      input_precision=INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
+def _lam_blk(lam, lambp, j, ck, K: tl.constexpr, BK: tl.constexpr):
+    """The ridge term's column block j: lam itself ([BT, 1]) or lamb[j BK + ck] ([1, BK])."""
+    return tl.load(lambp + j * BK + ck, mask=j * BK + ck < K, other=0.).to(tl.float32)[None, :]
+
+
+@triton.jit
+def _apply_A_blk(xp, j, kp, hcp, P, eG, lam, lambp, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr,
+                 BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Column block j of A_t x_t (rows x_t stored [*, H, K] at xp), given P = ((X K^T) . D) c:
+        e^{G_t} (X H_c)_j + P K_j + Lambda_j x_j."""
+    a = eG[:, None] * _xh(xp, hcp, j, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+    a += tl.dot(P, _kblk(kp, j, rows, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION)
+    return a + _lam_blk(lam, lambp, j, ck, K, BK) * _kblk(xp, j, rows, ck, nrows, H, K, BK)
+
+
+@triton.jit
+def _solve_tiled(bp, bscale, xa, rs, ps, aps, kp, hcp, Dc, eG, lam, lambp, unused1, unused2, num_iter,
+                 rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+                 INPUT_PRECISION: tl.constexpr):
+    """_solve (CG) column block by column block: b = bscale * (rows at bp); x in xa, and r, p, A p
+    in the workspace slots rs, ps, aps. (unused1/2: the Chebyshev variant's mu, L.)"""
+    NK: tl.constexpr = (K + BK - 1) // BK
+    # Jacobi guess: diag(A_t) = e^{G_t} diag(H_c) + Dc (K . K) + lamb (1 on padded columns)
+    tol2 = tl.zeros_like(eG)
+    for j in range(NK):
+        b = bscale[:, None] * _kblk(bp, j, rows, ck, nrows, H, K, BK)
+        tol2 += tl.sum(b * b, 1)
+        kj = _kblk(kp, j, rows, ck, nrows, H, K, BK)
+        hd = tl.sum(tl.where(ck[:, None] == ck[None, :], _hblk(hcp, j, j, ck, K, BK), 0.), 0)
+        diag_a = eG[:, None] * hd[None, :] + tl.dot(Dc, kj * kj, input_precision=INPUT_PRECISION) \
+            + _lam_blk(lam, lambp, j, ck, K, BK)
+        diag_a = tl.where(j * BK + ck[None, :] < K, diag_a, 1.)
+        _store_kblk(xa, b / diag_a, j, rows, ck, nrows, H, K, BK)
+    tol2 = (CG_RTOL * CG_RTOL) * tol2
+    tl.debug_barrier()
+    P = _xkt(xa, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION) * Dc
+    rr = tl.zeros_like(eG)
+    for j in range(NK):
+        r = bscale[:, None] * _kblk(bp, j, rows, ck, nrows, H, K, BK) \
+            - _apply_A_blk(xa, j, kp, hcp, P, eG, lam, lambp, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+        rr += tl.sum(r * r, 1)
+        _store_kblk(rs, r, j, rows, ck, nrows, H, K, BK)
+        _store_kblk(ps, r, j, rows, ck, nrows, H, K, BK)
+    tl.debug_barrier()
+    for _ in range(num_iter):
+        on = rr > tol2
+        P = _xkt(ps, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION) * Dc
+        pap = tl.zeros_like(eG)
+        for j in range(NK):
+            ap = _apply_A_blk(ps, j, kp, hcp, P, eG, lam, lambp, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+            pap += tl.sum(_kblk(ps, j, rows, ck, nrows, H, K, BK) * ap, 1)
+            _store_kblk(aps, ap, j, rows, ck, nrows, H, K, BK)
+        tl.debug_barrier()
+        ok = on & (pap > 0.)
+        a = tl.where(ok, rr / tl.where(ok, pap, 1.), 0.)
+        rr_new = tl.zeros_like(eG)
+        for j in range(NK):
+            p = _kblk(ps, j, rows, ck, nrows, H, K, BK)
+            _store_kblk(xa, _kblk(xa, j, rows, ck, nrows, H, K, BK) + a[:, None] * p, j, rows, ck, nrows, H, K, BK)
+            r = _kblk(rs, j, rows, ck, nrows, H, K, BK) - a[:, None] * _kblk(aps, j, rows, ck, nrows, H, K, BK)
+            rr_new += tl.sum(r * r, 1)
+            _store_kblk(rs, r, j, rows, ck, nrows, H, K, BK)
+        tl.debug_barrier()
+        bb = tl.where(on, rr_new / tl.where(on, rr, 1.), 0.)
+        for j in range(NK):
+            p = _kblk(rs, j, rows, ck, nrows, H, K, BK) + bb[:, None] * _kblk(ps, j, rows, ck, nrows, H, K, BK)
+            _store_kblk(ps, p, j, rows, ck, nrows, H, K, BK)
+        tl.debug_barrier()
+        rr = tl.where(on, rr_new, rr)
 
 
 @triton.jit
