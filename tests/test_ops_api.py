@@ -99,7 +99,7 @@ def test_signature_matches_op_signature(name, kind):
     spec, _ = spec_of(name)
     params = inspect.signature(getattr(pkg(name), f"{kind}_{name}")).parameters
     sig = op_signature(spec)
-    assert list(params) == [a.name for a in sig] + ["backend"]
+    assert list(params) == [a.name for a in sig] + ["backend", "cp_group"]
     assert params["backend"].default == "auto"
     seen_default = False
     for a in sig:
@@ -116,16 +116,16 @@ def test_signature_matches_op_signature(name, kind):
     # the same Python signature as the reference backend's
     ref = python_signature(spec)
     assert [(p.name, p.default) for p in ref.parameters.values()] == \
-        [(p.name, p.default) for p in params.values()][:-1]
+        [(p.name, p.default) for p in params.values()][:-2]
 
 
 def test_signatures_as_in_the_design():
     s = inspect.signature(pkg("gated_deltanet").chunk_gated_deltanet)
     assert str(s) == ("(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, "
-                      "cu_seqlens=None, backend='auto')")
+                      "cu_seqlens=None, backend='auto', cp_group=None)")
     s = inspect.signature(pkg("gka").chunk_gka)
     assert str(s) == ("(q, k, v, g=None, gk=None, alpha=None, scale=None, ridge_ratio=0.02, num_iter=30, "
-                      "initial_state=None, output_final_state=False, cu_seqlens=None, backend='auto')")
+                      "initial_state=None, output_final_state=False, cu_seqlens=None, backend='auto', cp_group=None)")
 
 
 # ----------------------------------------------------------------------------- argument checks

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gka_gen.runtime import context_parallel
 from gka_gen.runtime.layers import (
     LayerCache,
     RMSNormGated,
@@ -38,6 +39,8 @@ class GatedDeltaNet(nn.Module):
         norm_eps: eps of the output RMSNorm.
         layer_idx: this layer's slot in a shared cache (None: slot 0).
         backend: passed to the op ("auto" | "triton" | "tilelang" | "reference").
+        cp_group: torch.distributed process group for context parallelism: each rank's
+            forward takes its contiguous slice of the sequence (no padding mask, no cache).
         mode: "chunk" or "fused_recurrent"; single-token steps with a cache always use the
             recurrent op.
         gate_rank: width of the low-rank projections of per-channel gates.
@@ -56,6 +59,7 @@ class GatedDeltaNet(nn.Module):
         norm_eps: float = 1e-5,
         layer_idx: int | None = None,
         backend: str = "auto",
+        cp_group=None,
         mode: str = "chunk",
         gate_rank: int = 16,
         gate_logit_normalizer: float = 16.0,
@@ -73,6 +77,7 @@ class GatedDeltaNet(nn.Module):
         self.use_output_gate = use_output_gate
         self.layer_idx = layer_idx
         self.backend = backend
+        self.cp_group = cp_group
         self.mode = mode
         self.scale = scale
         H = num_heads
@@ -120,6 +125,10 @@ class GatedDeltaNet(nn.Module):
             last_state = past_key_values[layer_idx]
 
         cu_seqlens = kwargs.get("cu_seqlens")
+        cp = context_parallel.world_size(self.cp_group) > 1
+        if cp and (attention_mask is not None or cu_seqlens is not None or use_cache or past_key_values is not None):
+            raise ValueError("context parallelism takes each rank's slice of unpadded, equal-length sequences: "
+                             "no attention_mask, cu_seqlens or cache")
         indices = None
         if attention_mask is not None:
             # Only the last q_len columns belong to these tokens (decoding passes the whole mask).
@@ -130,21 +139,29 @@ class GatedDeltaNet(nn.Module):
         conv_cache = None
         if self.conv_size > 0 and last_state is not None:
             conv_cache = last_state["conv_state"]
+        projected = {
+            "q": self.q_proj(hidden_states),
+            "k": self.k_proj(hidden_states),
+            "v": self.v_proj(hidden_states),
+        }
+        if cp and self.conv_size > 0:
+            # The window of this rank's first tokens reaches back into the previous rank's.
+            conv_cache = [context_parallel.halo(x, self.conv_size - 1, self.cp_group) for x in projected.values()]
         # q: projection, short causal conv + SiLU, l2 norm.
         q, conv_q = self._feature(
-            "q", self.q_proj(hidden_states),
+            "q", projected["q"],
             None if conv_cache is None else conv_cache[0], use_cache, cu_seqlens)
         q = q.unflatten(-1, (H, self.head_k_dim))
         q = l2norm(q)
         # k: projection, short causal conv + SiLU, l2 norm.
         k, conv_k = self._feature(
-            "k", self.k_proj(hidden_states),
+            "k", projected["k"],
             None if conv_cache is None else conv_cache[1], use_cache, cu_seqlens)
         k = k.unflatten(-1, (H, self.head_k_dim))
         k = l2norm(k)
         # v: projection, short causal conv + SiLU.
         v, conv_v = self._feature(
-            "v", self.v_proj(hidden_states),
+            "v", projected["v"],
             None if conv_cache is None else conv_cache[2], use_cache, cu_seqlens)
         v = v.unflatten(-1, (H, self.head_v_dim))
 
@@ -171,6 +188,7 @@ class GatedDeltaNet(nn.Module):
             output_final_state=bool(use_cache),
             cu_seqlens=cu_seqlens,
             backend=self.backend,
+            cp_group=self.cp_group,
         )
 
         if past_key_values is not None and use_cache:

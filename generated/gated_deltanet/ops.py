@@ -13,6 +13,11 @@ Layout [B, T, H, K] as in flash-linear-attention; gates in log space; states fp3
 backend: "triton" | "tilelang" | "reference" | "auto" (Triton on CUDA tensors, and on CPU
 when the package was imported with TRITON_INTERPRET=1; otherwise the spec-derived reference).
 
+cp_group: a torch.distributed process group for context parallelism: each rank passes its
+contiguous slice of the sequence and gets that slice's outputs, as if the whole sequence had run
+on one device (gka_gen.runtime.context_parallel; per head a rank exchanges K*K + K*V
+numbers, whatever T).
+
 Gradients: an autograd.Function runs the kernels' chunk_fwd/chunk_bwd and keeps what chunk_fwd
 saved. Under torch.compile the same kernels run as torch.library custom ops
 gka_gen::gated_deltanet_chunk_fwd / _fused_recurrent_fwd / _chunk_bwd (fake tensors and autograd
@@ -26,6 +31,7 @@ from typing import Optional
 import torch
 
 from gka_gen.codegen import op_runtime as _rt
+from gka_gen.runtime import context_parallel as _cp
 
 from . import spec as _spec
 
@@ -59,6 +65,9 @@ _PARAMS = (  # name, type, dims after [H] (head tensors), positive, has a defaul
 )
 _STATES = (  # name, dims after [N, H]
     ("S", ("K", "V")),
+)
+_CARRY = (  # what crosses a context-parallel split, per state (gka_gen.ir.carry)
+    {'state': 'S', 'rule': 'operator', 'key': 'k', 'value': 'v', 'numbers': 'K*K + K*V'},
 )
 _DIMS = {  # dim: (min, max, multiple_of)
     "K": (16, 256, 16),
@@ -242,8 +251,11 @@ _recurrent_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------- the API
 
 
-def _run(mode, op, a, backend):
+def _run(mode, op, a, backend, cp_group=None):
     sizes = _check(op, a, allow_fp64=backend == "reference")
+    if _cp.world_size(cp_group) > 1:
+        return _cp.context_parallel(lambda b: _run(mode, op, b, backend), _resolve_defaults(a, sizes),
+                                    carry=_CARRY, group=cp_group, max_v=_DIMS["V"][1])
     backend = _rt.resolve_backend(backend, a["q"].device, op, triton_pkg=_triton_kernels,
                                   triton_error=_TRITON_ERROR, tilelang_pkg=_tilelang_kernels,
                                   interpreted=_INTERPRETED)
@@ -264,7 +276,7 @@ def _run(mode, op, a, backend):
     return o, ht[0]
 
 
-def chunk_gated_deltanet(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, backend="auto"):
+def chunk_gated_deltanet(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, backend="auto", cp_group=None):
     """Gated DeltaNet, chunked (parallel within chunks of 64 tokens).
 
     Returns (o [B, T, H, V] in q's dtype, final_state or None).
@@ -280,11 +292,13 @@ def chunk_gated_deltanet(q, k, v, g, beta, scale=None, initial_state=None, outpu
         output_final_state: also return the state after the last token
         cu_seqlens: int [N + 1] start offsets of N sequences packed along T (then B = 1)
         backend: "auto" | "triton" | "tilelang" | "reference"
+        cp_group: process group for context parallelism (this rank's slice of the sequence)
     """
-    return _run("chunk", "chunk_gated_deltanet", dict(q=q, k=k, v=v, g=g, beta=beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state, cu_seqlens=cu_seqlens), backend)
+    return _run("chunk", "chunk_gated_deltanet", dict(q=q, k=k, v=v, g=g, beta=beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state, cu_seqlens=cu_seqlens), backend,
+                cp_group)
 
 
-def fused_recurrent_gated_deltanet(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, backend="auto"):
+def fused_recurrent_gated_deltanet(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, backend="auto", cp_group=None):
     """Gated DeltaNet, token by token (fused recurrent; for decoding and short sequences).
 
     Returns (o [B, T, H, V] in q's dtype, final_state or None).
@@ -300,5 +314,7 @@ def fused_recurrent_gated_deltanet(q, k, v, g, beta, scale=None, initial_state=N
         output_final_state: also return the state after the last token
         cu_seqlens: int [N + 1] start offsets of N sequences packed along T (then B = 1)
         backend: "auto" | "triton" | "tilelang" | "reference"
+        cp_group: process group for context parallelism (this rank's slice of the sequence)
     """
-    return _run("fused_recurrent", "fused_recurrent_gated_deltanet", dict(q=q, k=k, v=v, g=g, beta=beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state, cu_seqlens=cu_seqlens), backend)
+    return _run("fused_recurrent", "fused_recurrent_gated_deltanet", dict(q=q, k=k, v=v, g=g, beta=beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state, cu_seqlens=cu_seqlens), backend,
+                cp_group)

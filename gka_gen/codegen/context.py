@@ -15,6 +15,7 @@ import sympy
 
 from .. import __version__
 from ..errors import SpecError
+from ..ir.carry import carry_rules
 from ..signature import Arg, op_signature, state_shapes
 from ..spec import Spec
 from ..spec import expr as E
@@ -230,6 +231,7 @@ def package_context(spec: Spec, cf: CanonicalForm, data: dict, *, header: str, b
         "arg_names": [a["name"] for a in sig],
         "kernel": kmap,
         "ksig": kernel_signature(cf.family),
+        "carry": carry_rules(cf),
         "chunk_size": f.chunk_size,
         "backends": backends,
         "chunk_fn": f"chunk_{name}",
