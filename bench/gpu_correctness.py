@@ -139,6 +139,8 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=2e-2)
     p.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
     p.add_argument("--K", type=int, default=128, help="head dim (K = V)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="check the specs in this many processes at once (first compiles dominate; results merged)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     shapes = [dict(B=4, T=4096, H=16, K=a.K, V=a.K, cu=None),
@@ -157,7 +159,11 @@ def main(argv=None):
     stem = (f"gpu_correctness_{a.backend}" + ("_quick" if a.quick else "")
             + ("" if a.specs == ALL else "_" + "_".join(a.specs)) + ("" if a.K == 128 else f"_K{a.K}"))
     rows = []
-    for name in a.specs:
+    if a.jobs > 1 and len(a.specs) > 1:
+        rows = _in_processes(a, argv if argv is not None else sys.argv[1:])
+        (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+        (a.out / f"{stem}.md").write_text(_markdown(meta, rows))
+    for name in a.specs if not rows else []:
         for s in shapes:
             t0 = time.time()
             try:
@@ -174,6 +180,38 @@ def main(argv=None):
             (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
             (a.out / f"{stem}.md").write_text(_markdown(meta, rows))
     print(f"wrote {a.out / stem}.json/.md")
+
+
+def _in_processes(a, argv):
+    """One child per spec (a.jobs at a time) writing to a scratch folder; their rows, in spec order."""
+    import subprocess
+    import tempfile
+
+    rest, skip = [], False
+    for x in argv:  # the children get every option but the spec list, the folder and the job count
+        if x in ("--specs", "--out", "--jobs"):
+            skip = True
+            continue
+        if skip and not x.startswith("--"):
+            continue
+        skip = False
+        rest.append(x)
+    with tempfile.TemporaryDirectory() as tmp:
+        pending, running = list(a.specs), []
+        while pending or running:
+            while pending and len(running) < a.jobs:
+                name = pending.pop(0)
+                running.append(subprocess.Popen([sys.executable, "-m", "bench.gpu_correctness", "--specs", name,
+                                                 "--out", f"{tmp}/{name}", *rest], cwd=ROOT))
+            running[0].wait()
+            running = [r for r in running if r.poll() is None]
+        rows = []
+        for name in a.specs:
+            found = list(Path(tmp, name).glob("*.json"))
+            rows += json.loads(found[0].read_text())["results"] if found else [
+                {"spec": name, "backend": a.backend, "shape": dict(B="?", T="?", H="?", K=a.K, V=a.K),
+                 "error": "the child wrote nothing (see its output above)", "pass": False}]
+    return rows
 
 
 def _version(mod):
