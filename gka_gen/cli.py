@@ -137,6 +137,54 @@ def verify(
 
 @app.command()
 @_clean_errors
+def compare(
+    specs: Annotated[list[Path], typer.Argument(help="spec files of the variants to compare")],
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    quick: Annotated[bool, typer.Option(help="small sizes: under 10 minutes on a 2-core CPU")] = False,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("compare_report"),
+):
+    """Compare variants on speed, numerics (incl. the ridge solve) and MQAR recall: OUT/report.md + PNGs."""
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"--device must be cpu or cuda, got {device!r}")
+    from .compare import compare as run_compare
+
+    command = " ".join(["gka-gen compare", *map(str, specs), f"--device {device}", *(["--quick"] if quick else []),
+                        f"--out {out}"])
+    run_compare(specs, device=device, quick=quick, out=out, command=command, echo=typer.echo)
+
+
+@app.command()
+@_clean_errors
+def autotune(
+    specs: Annotated[Optional[list[Path]], typer.Argument(help="spec files (default: every spec in specs/)")] = None,
+    backend: Annotated[str, typer.Option(help="triton | tilelang | all")] = "triton",
+    shapes: Annotated[str, typer.Option(help="shape grid(s): 'K=64,128 T=2048,4096 tokens=16384 H=16 dtype=bf16' "
+                                             "(V defaults to K, B to tokens/T; ';' separates grids)")] = "",
+    budget_min: Annotated[Optional[float], typer.Option(help="stop after this many minutes (resumable)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="folder of the tuned files (default: autotune/)")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="parallel ahead-of-time compiles (default: all cores)")] = None,
+):
+    """On a GPU: search each kernel's launch config per shape; write autotune/<GPU>/<spec>-<hash>.json."""
+    if backend not in ("triton", "tilelang", "all"):
+        raise typer.BadParameter(f"--backend must be triton, tilelang or all, got {backend!r}")
+    from .autotune.tune import DEFAULT_SHAPES, TuneError, parse_shapes, run
+
+    try:
+        grid = parse_shapes(shapes or DEFAULT_SHAPES)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    try:
+        finished = run(specs or sorted(SPECS_DIR.glob("*.yaml")), grid, backend=backend, budget_min=budget_min,
+                       out=out, jobs=jobs, echo=typer.echo)
+    except TuneError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if not finished:  # budget used up: what was measured is saved, the same command resumes
+        raise typer.Exit(3)
+
+
+@app.command()
+@_clean_errors
 def demo():
     """The main job: regenerate generated/, verify every kernel against its spec, compare the variants."""
     from .codegen.generate import generate_packages

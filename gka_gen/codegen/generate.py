@@ -113,7 +113,8 @@ def render_spec(spec: Spec, cf: CanonicalForm, data: dict, dest: Path) -> Render
     for backend, tdir in backends.items():
         # The IR decides what the kernels need; header/spec_name are ours and always win, so
         # every file of the package carries the same header.
-        kctx = {**program.template_context(backend), "header": header, "spec_name": spec.name}
+        kctx = {**program.template_context(backend), "header": header, "spec_name": spec.name,
+                "spec_hash": spec.hash}  # names the package's tuned-config file (gka_gen.autotune)
         for path in render_package(tdir, dest / f"{backend}_kernels", **kctx):
             _ensure_header(path, header)
     return Rendered(spec.name, dest)

@@ -17,8 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (BC_DEFAULT, _chunk_bounds, _gram, _store_tile, _tile, dot_precision, next_pow2,
-                     prepare_chunks, _solve_unit_lower)
+from .common import (BC_DEFAULT, _chunk_bounds, _gram, _store_tile, _tile, dot_precision, launch_config,
+                     next_pow2, prepare_chunks, state_scan_config, _solve_unit_lower)
 
 
 @triton.jit
@@ -167,65 +167,46 @@ def chunk_output_fwd_kernel(q, v, g_cum, hs, Aqk, o, cu_seqlens, chunk_indices, 
 # ------------------------------------------------------------------------------------------------
 # launchers (shared with the backward, which recomputes instead of storing)
 # ------------------------------------------------------------------------------------------------
-def chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip, BK=64, BV=64, num_warps=4):
+def chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip, cfg):
     B, T, H, K = k.shape
     V = v.shape[-1]
-    BK = min(BK, next_pow2(K))
-    BV = min(BV, next_pow2(V))
     Aqk = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     w = torch.empty(B, T, H, K, dtype=torch.float32, device=k.device)
     u = torch.empty(B, T, H, V, dtype=torch.float32, device=k.device)
     chunk_intra_fwd_kernel[(NT, H)](q, k, v, k, beta, w, u, Aqk, cu, chunk_indices,
-                                    H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), BK=BK, BV=BV,
-                                    INPUT_PRECISION=ip, num_warps=num_warps)
+                                    H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip, **cfg)
     return w, u, Aqk
 
 
-def state_scan_config(K, V):
-    """(BK, NK, BV) of the sequential scans: NK <= 4 state tiles of [BK, BV] cover K <= 256; the
-    whole state slice stays <= 8K fp32 registers (K = 256 -> BV = 32)."""
-    assert K <= 256, "the state scan holds at most 4 x 64 rows of K"
-    BK = min(64, next_pow2(K))
-    NK = triton.cdiv(K, BK)
-    return BK, NK, max(16, min(64, next_pow2(V), 8192 // (BK * NK)))
-
-
 def chunk_state_fwd(k, v, w, u, g_cum, initial_state, output_final_state, cu, chunk_offsets, N, NT, BT,
-                    ip, BV=None, num_warps=4, num_stages=None):
+                    ip, cfg):
     B, T, H, K = k.shape
     V = v.shape[-1]
-    BK, NK, BV0 = state_scan_config(K, V)
-    BV = BV or BV0
-    # Two pipeline stages fit up to K=128 (kda, bf16 inputs: 180736 B of shared memory on sm_90);
-    # at K=256 (NK=4) kda needs 279552 B with two, over the H100's 232448, so one stage there (49152 B).
-    # (Numbers as launched: AOT compiles that omit the JIT's divisibility-16 attrs read lower.)
-    num_stages = num_stages or (2 if NK <= 2 else 1)
+    BK, NK, _ = state_scan_config(K, V)
     hs = torch.empty(NT, H, K, V, dtype=torch.float32, device=k.device)
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None
     vnew = torch.empty_like(u) if w is not None else None
-    chunk_state_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+    chunk_state_fwd_kernel[(triton.cdiv(V, cfg["BV"]), N * H)](
         k, v, w, u, k, initial_state, hs, ht, vnew, cu, chunk_offsets,
-        H=H, K=K, V=V, BT=BT, BK=BK, NK=NK, BV=BV, HAS_H0=initial_state is not None,
-        STORE_FINAL=output_final_state, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
+        H=H, K=K, V=V, BT=BT, BK=BK, NK=NK, HAS_H0=initial_state is not None,
+        STORE_FINAL=output_final_state, INPUT_PRECISION=ip, **cfg)
     return hs, vnew, ht
 
 
-def chunk_output_fwd(q, v, g_cum, hs, Aqk, scale, cu, chunk_indices, NT, BT, ip, BK=64, BV=64, num_warps=4):
+def chunk_output_fwd(q, v, g_cum, hs, Aqk, scale, cu, chunk_indices, NT, BT, ip, cfg):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BK = min(BK, next_pow2(K))
-    BV = min(BV, next_pow2(V))
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
-    chunk_output_fwd_kernel[(triton.cdiv(V, BV), NT, H)](
+    chunk_output_fwd_kernel[(triton.cdiv(V, cfg["BV"]), NT, H)](
         q, v, q, hs, Aqk, o, cu, chunk_indices, scale,
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps)
+        H=H, K=K, V=V, BT=BT, INPUT_PRECISION=ip, **cfg)
     return o
 
 
-def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, chunk_size=64,
-              BK=64, BV=64, num_warps=4):
+def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, chunk_size=64):
     """Returns (o [B,T,H,V] in q's dtype, final_state fp32 [N,H,K,V] or None, saved)."""
     B, T, H, K = q.shape
+    V = v.shape[-1]
     BT = chunk_size
     assert BT >= 16 and BT & (BT - 1) == 0, "chunk_size must be a power of two >= 16"
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -235,9 +216,12 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T, BT, q.device)
     ip = dot_precision(q, k, v)
     g_cum = None
-    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip, BK, BV, num_warps)
+    Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
+    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
+                                launch_config("chunk_intra_fwd", q, K, V, Tn))
     hs, vnew, ht = chunk_state_fwd(k, v, w, u, g_cum, initial_state, output_final_state, cu, chunk_offsets,
-                                   N, NT, BT, ip, num_warps=num_warps)
-    o = chunk_output_fwd(q, vnew, g_cum, hs, Aqk, scale, cu, chunk_indices, NT, BT, ip, BK, BV, num_warps)
+                                   N, NT, BT, ip, launch_config("chunk_state_fwd", q, K, V, Tn))
+    o = chunk_output_fwd(q, vnew, g_cum, hs, Aqk, scale, cu, chunk_indices, NT, BT, ip,
+                         launch_config("chunk_output_fwd", q, K, V, Tn))
     # the backward recomputes W, U, h and V' from the inputs; only the gate cumsum is kept
     return o, ht, {"g_cum": g_cum}

@@ -10,11 +10,14 @@
 #       -> (o, final_state)
 # Layout [B, T, H, K]; g in log space ([B, T, H]);
 # beta [B, T, H]. States are fp32 [N, H, K, V].
+# Launch configs (tiles, warps, stages) come from gka_gen.autotune's per-GPU file, else
+# common.default_config; TUNABLE names the kernels `gka-gen autotune` searches.
 from .chunk_bwd import chunk_bwd
 from .chunk_fwd import chunk_fwd
+from .common import TUNABLE, default_config
 from .fused_recurrent import fused_recurrent_fwd
 
 DECAY = "scalar"
 DELTA = True
 
-__all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd", "DECAY", "DELTA"]
+__all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd", "DECAY", "DELTA", "TUNABLE", "default_config"]

@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .chunk_fwd import _chunk_operator, _chunk_solve, chunk_state_fwd, solver_workspace
 from .common import (_chunk_bounds, _cum_gate, _decay_mask, _hblk, _kblk, _last, _rows, _store_kblk, _store_tile,
-                     _tile, _xh, _xkt, dot_precision, next_pow2, prepare_chunks, ridge_tiles)
+                     _tile, _xh, _xkt, dot_precision, launch_config, prepare_chunks)
 
 
 @triton.jit
@@ -339,21 +339,30 @@ def chunk_ridge_bwd_dk_kernel(q, k, v, g, gk, beta, alpha, hc, uc, dhe, due, x, 
 
 
 def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state, cu_seqlens,
-              do, dht, saved, chunk_size=64, BK=None, BV=None, num_warps=None, num_stages=None):
+              do, dht, saved, chunk_size=64, BK=None):
     """Returns (dq, dk, dv, dg, dgk, dbeta, dalpha, dlamb, dh0); None for inputs the variant lacks
-    (dh0 None without an initial state). dq, dk, dv in the inputs' dtypes, gate grads fp32 cast back."""
+    (dh0 None without an initial state). dq, dk, dv in the inputs' dtypes, gate grads fp32 cast back.
+    BK: forces the K block of the per-chunk kernels (tests of the K-tiled path at small K)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     q, k, v, do = q.contiguous(), k.contiguous(), v.contiguous(), do.contiguous()
     BT = chunk_size
-    BK, BV, num_warps, num_stages = ridge_tiles(K, V, BK, BV, num_warps, num_stages)
     ip = dot_precision(q, k, v, do)
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T, BT, q.device)
+    Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
+
+    def config(kernel):
+        cfg = launch_config(kernel, q, K, V, Tn)
+        if BK and kernel in ("chunk_ridge_bwd_solve", "chunk_ridge_bwd_dk"):
+            cfg["BK"] = BK
+        return cfg
+
     h0_kk, h0_kv = initial_state if initial_state is not None else (None, None)
     dht_kk, dht_kv = dht if dht is not None else (None, None)
     # states are recomputed (two cheap scans), not stored by the forward
-    hc, _ = chunk_state_fwd(k, k, beta, gk, h0_kk, False, cu, chunk_offsets, N, NT, BT, ip)
-    uc, _ = chunk_state_fwd(k, v, beta, g, h0_kv, False, cu, chunk_offsets, N, NT, BT, ip)
+    scfg = config("chunk_state_fwd")
+    hc, _ = chunk_state_fwd(k, k, beta, gk, h0_kk, False, cu, chunk_offsets, N, NT, BT, ip, scfg)
+    uc, _ = chunk_state_fwd(k, v, beta, g, h0_kv, False, cu, chunk_offsets, N, NT, BT, ip, scfg)
     x, nrm = saved["x"], saved["nrm"]
 
     f32 = dict(dtype=torch.float32)
@@ -364,27 +373,28 @@ def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     dgh = q.new_empty(B, T, H, **f32)
     dgu = q.new_empty(B, T, H, **f32)
     wb = torch.empty_like(y)  # dqm, the adjoint solve's right-hand side
-    w0, w1, w2 = solver_workspace(y, K, BK, 1)
+    cfg = config("chunk_ridge_bwd_solve")
+    w0, w1, w2 = solver_workspace(y, K, cfg["BK"], 1)
     chunk_ridge_bwd_solve_kernel[(NT, H)](
         q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, nrm, do, dq, dalpha, y, wb, w0, w1, w2, w, dgh, dgu,
         cu, chunk_indices, float(scale), float(ridge_ratio or 0.), int(num_iter),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
+        H=H, K=K, V=V, BT=BT, INPUT_PRECISION=ip, **cfg)
 
     # reverse scans of the state adjoints, tiled like the forward scans
-    SK = min(64, max(16, next_pow2(K)))
-    SV = min(64, max(16, next_pow2(V)))
     dhe = q.new_empty(NT, H, K, K, **f32)
     due = q.new_empty(NT, H, K, V, **f32)
     dh0_kk = q.new_empty(N, H, K, K, **f32) if initial_state is not None else None
     dh0_kv = q.new_empty(N, H, K, V, **f32) if initial_state is not None else None
-    chunk_dh_bwd_kernel[(triton.cdiv(K, SK), triton.cdiv(K, SK), N * H)](
+    cfg = config("chunk_dh_bwd")
+    chunk_dh_bwd_kernel[(triton.cdiv(K, cfg["BK"]), triton.cdiv(K, cfg["BK"]), N * H)](
         k, x, y, w, beta, gk, hc, dht_kk, dhe, dh0_kk, cu, chunk_offsets,
-        H=H, K=K, BT=BT, BK=SK, HAS_GATE=gk is not None, HAS_DHT=dht_kk is not None,
-        STORE_DH0=initial_state is not None, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
-    chunk_du_bwd_kernel[(triton.cdiv(K, SK), triton.cdiv(V, SV), N * H)](
+        H=H, K=K, BT=BT, HAS_GATE=gk is not None, HAS_DHT=dht_kk is not None,
+        STORE_DH0=initial_state is not None, INPUT_PRECISION=ip, **cfg)
+    cfg = config("chunk_du_bwd")
+    chunk_du_bwd_kernel[(triton.cdiv(K, cfg["BK"]), triton.cdiv(V, cfg["BV"]), N * H)](
         q, x, alpha, do, g, dht_kv, due, dh0_kv, cu, chunk_offsets, float(scale),
-        H=H, K=K, V=V, BT=BT, BK=SK, BV=SV, HAS_GATE=g is not None, HAS_DHT=dht_kv is not None,
-        STORE_DH0=initial_state is not None, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
+        H=H, K=K, V=V, BT=BT, HAS_GATE=g is not None, HAS_DHT=dht_kv is not None,
+        STORE_DH0=initial_state is not None, INPUT_PRECISION=ip, **cfg)
 
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
@@ -394,7 +404,7 @@ def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     chunk_ridge_bwd_dk_kernel[(NT, H)](
         q, k, v, g, gk, beta, alpha, hc, uc, dhe, due, x, y, w, dgh, dgu, do,
         dk, dv, dg, dgk, dbeta, cu, chunk_indices, float(scale),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
+        H=H, K=K, V=V, BT=BT, INPUT_PRECISION=ip, **config("chunk_ridge_bwd_dk"))
 
     dlamb = None
 

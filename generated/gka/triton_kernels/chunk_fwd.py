@@ -12,8 +12,8 @@ import triton
 import triton.language as tl
 
 from .common import (FRO_TINY, _chunk_bounds, _cum_gate, _decay_mask, _hblk, _kblk, _lam_blk, _last, _rows,
-                     _solve, _solve_tiled, _store_kblk, _store_tile, _tile, _xh, _xkt, dot_precision, next_pow2,
-                     prepare_chunks, ridge_tiles)
+                     _solve, _solve_tiled, _store_kblk, _store_tile, _tile, _xh, _xkt, dot_precision, launch_config,
+                     next_pow2, prepare_chunks)
 
 
 @triton.jit
@@ -59,20 +59,18 @@ def chunk_state_fwd_kernel(k, x, beta, g, h0, hc, ht, cu_seqlens, chunk_offsets,
         _store_tile(ht + (i_n * H + i_h) * K * X, s, rk, cx, X, K, X)
 
 
-def chunk_state_fwd(k, x, beta, g, h0, output_final_state, cu, chunk_offsets, N, NT, BT, ip,
-                    BK=None, BX=None, num_warps=4):
+def chunk_state_fwd(k, x, beta, g, h0, output_final_state, cu, chunk_offsets, N, NT, BT, ip, cfg):
     """Chunk-start states [NT, H, K, X] fp32 and the final state [N, H, K, X] (or None).
     The state is tiled [BK, BX] (<= 64 x 64 by default), so K = 256 needs no giant tile."""
     H, K, X = k.shape[2], k.shape[3], x.shape[3]
-    BK = BK or min(64, max(16, next_pow2(K)))
-    BX = BX or min(64, max(16, next_pow2(X)))
+    cfg = {**cfg, "BX": min(cfg["BX"], max(16, next_pow2(X)))}  # one config serves X = K and X = V
     hc = k.new_empty(NT, H, K, X, dtype=torch.float32)
     ht = k.new_empty(N, H, K, X, dtype=torch.float32) if output_final_state else None
-    grid = (triton.cdiv(K, BK), triton.cdiv(X, BX), N * H)
+    grid = (triton.cdiv(K, cfg["BK"]), triton.cdiv(X, cfg["BX"]), N * H)
     chunk_state_fwd_kernel[grid](
-        k, x, beta, g, h0, hc, ht, cu, chunk_offsets, H=H, K=K, X=X, BT=BT, BK=BK, BX=BX,
+        k, x, beta, g, h0, hc, ht, cu, chunk_offsets, H=H, K=K, X=X, BT=BT,
         HAS_GATE=g is not None, HAS_BETA=beta is not None, HAS_H0=h0 is not None,
-        STORE_FINAL=output_final_state, INPUT_PRECISION=ip, num_warps=num_warps)
+        STORE_FINAL=output_final_state, INPUT_PRECISION=ip, **cfg)
     return hc, ht
 
 
@@ -202,27 +200,32 @@ def solver_workspace(x, K, BK, n):
 
 
 def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
-              output_final_state, cu_seqlens, chunk_size=64, BK=None, BV=None, num_warps=None, num_stages=None):
+              output_final_state, cu_seqlens, chunk_size=64, BK=None):
     """Returns (o [B,T,H,V] in q's dtype, (h_kk [N,H,K,K], h_kv [N,H,K,V]) fp32 or None, saved).
-    saved = {"x": ridge solution fp32 [B,T,H,K], "nrm": ||H_t||_F fp32 [B,T,H]} for chunk_bwd."""
+    saved = {"x": ridge solution fp32 [B,T,H,K], "nrm": ||H_t||_F fp32 [B,T,H]} for chunk_bwd.
+    BK: forces the K block of the solve (tests of the K-tiled path at small K)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     BT = chunk_size
-    BK, BV, num_warps, num_stages = ridge_tiles(K, V, BK, BV, num_warps, num_stages)
     ip = dot_precision(q, k, v)
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T, BT, q.device)
+    Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
     h0_kk, h0_kv = initial_state if initial_state is not None else (None, None)
-    hc, ht_kk = chunk_state_fwd(k, k, beta, gk, h0_kk, output_final_state, cu, chunk_offsets, N, NT, BT, ip)
-    uc, ht_kv = chunk_state_fwd(k, v, beta, g, h0_kv, output_final_state, cu, chunk_offsets, N, NT, BT, ip)
+    scfg = launch_config("chunk_state_fwd", q, K, V, Tn)
+    hc, ht_kk = chunk_state_fwd(k, k, beta, gk, h0_kk, output_final_state, cu, chunk_offsets, N, NT, BT, ip, scfg)
+    uc, ht_kv = chunk_state_fwd(k, v, beta, g, h0_kv, output_final_state, cu, chunk_offsets, N, NT, BT, ip, scfg)
 
+    cfg = launch_config("chunk_ridge_fwd", q, K, V, Tn)
+    if BK:
+        cfg["BK"] = BK
     x = q.new_empty(B, T, H, K, dtype=torch.float32)
     nrm = q.new_empty(B, T, H, dtype=torch.float32)
     o = q.new_empty(B, T, H, V)
-    w0, w1, w2 = solver_workspace(x, K, BK, 1)
+    w0, w1, w2 = solver_workspace(x, K, cfg["BK"], 1)
     chunk_ridge_fwd_kernel[(NT, H)](
         q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, w0, w1, w2, nrm, o, cu, chunk_indices,
         float(scale), float(ridge_ratio or 0.), int(num_iter),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, INPUT_PRECISION=ip, num_warps=num_warps, num_stages=num_stages)
+        H=H, K=K, V=V, BT=BT, INPUT_PRECISION=ip, **cfg)
     final = (ht_kk, ht_kv) if output_final_state else None
     return o, final, {"x": x, "nrm": nrm}

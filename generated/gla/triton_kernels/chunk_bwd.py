@@ -15,9 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd, state_scan_config, chunk_cumsum
+from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd, chunk_cumsum
 from .common import (BC_DEFAULT, _chunk_bounds, _col_apply, _gram, _row_apply, _store_tile, _tile,
-                     dot_precision, next_pow2, prepare_chunks)
+                     dot_precision, launch_config, prepare_chunks, state_scan_config)
 
 
 @triton.jit
@@ -194,8 +194,7 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
         _store_tile(dg + off_k, tl.cumsum(b_dG, axis=0, reverse=True), r, ck, H * K, nrows, nk)
 
 
-def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved, chunk_size=64,
-              BK=64, BV=64, num_warps=4):
+def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved, chunk_size=64):
     """Returns (dq, dk, dv, dg, dbeta, dh0) in the inputs' dtypes (None for absent inputs)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -210,22 +209,22 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     g_cum = saved.get("g_cum") if saved else None
     if g_cum is None:
         g_cum = chunk_cumsum(g, cu, chunk_indices, NT, BT)
+    Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
     # recompute the forward's intermediates
-    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, None, cu, chunk_indices, NT, BT, ip, BK, BV, num_warps)
+    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, None, cu, chunk_indices, NT, BT, ip,
+                                launch_config("chunk_intra_fwd", q, K, V, Tn))
     hs, vnew, _ = chunk_state_fwd(k, v, w, u, g_cum, initial_state, False, cu, chunk_offsets, N, NT, BT, ip,
-                                  num_warps=num_warps)
+                                  launch_config("chunk_state_fwd", q, K, V, Tn))
 
-    BKS, NKS, BVS = state_scan_config(K, V)
+    BKS, NKS, _ = state_scan_config(K, V)
+    cfg = launch_config("chunk_state_bwd", q, K, V, Tn)
     dhs = torch.empty_like(hs)
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if initial_state is not None else None
     dvnew = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
-    chunk_state_bwd_kernel[(triton.cdiv(V, BVS), N * H)](
+    chunk_state_bwd_kernel[(triton.cdiv(V, cfg["BV"]), N * H)](
         q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu, chunk_offsets, scale,
-        H=H, K=K, V=V, BT=BT, BK=BKS, NK=NKS, BV=BVS, HAS_DHT=dht is not None, HAS_H0=dh0 is not None,
-        # One stage: the reverse scan keeps NK [BK, BV] fp32 tiles of dh live, and a second pipeline
-        # stage of its [BT, BK] loads needs 254464 B of shared memory on sm_90 for kda at K=128 with
-        # bf16 inputs (H100 limit 232448); one stage needs 65536 B (57344 B at K=256).
-        INPUT_PRECISION=ip, num_warps=num_warps, num_stages=1)
+        H=H, K=K, V=V, BT=BT, BK=BKS, NK=NKS, HAS_DHT=dht is not None, HAS_H0=dh0 is not None,
+        INPUT_PRECISION=ip, **cfg)
 
     dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dk = torch.empty_like(dq)
@@ -234,8 +233,8 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if beta is not None else None
     chunk_grad_bwd_kernel[(NT, H)](
         q, k, v, g_cum, None, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
-        H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), BK=min(BK, next_pow2(K)), BV=min(BV, next_pow2(V)),
-        INPUT_PRECISION=ip, num_warps=num_warps, num_stages=1)  # short K/V loops: nothing to pipeline
+        H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip,
+        **launch_config("chunk_grad_bwd", q, K, V, Tn))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),
             dg.to(g.dtype) if dg is not None else None,
             dbeta.to(beta.dtype) if dbeta is not None else None, dh0)

@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gka_gen.autotune.lookup import launch_config as _tuned_config
+
 
 def _fix_interpreter_loop_bounds():
     """Triton's CPU interpreter keeps every scalar as a 1-element numpy array and turns it into a
@@ -39,6 +41,69 @@ BC_DEFAULT = 16
 
 def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# Launch configs: tile constexprs, num_warps and num_stages of every tunable kernel, as keyword
+# arguments of its launch. `gka-gen autotune` measures others per GPU and shape; these defaults
+# are what runs without a tuned file. Each one fits sm_90 without register spills at K = V = 64,
+# 128 and 256 unless noted (bf16 inputs; `python -m gka_gen.resources generated.<name> --K ..`).
+# ------------------------------------------------------------------------------------------------
+SPEC_NAME = "gla"
+SPEC_HASH = "0377d2352c25"  # empty when rendered outside `gka-gen generate`: never tuned
+PACKAGE = __name__.rsplit(".", 2)[0]  # generated.<name>: what a run-time tune (GKA_GEN_AUTOTUNE=1) imports
+TUNABLE = ("chunk_intra_fwd", "chunk_state_fwd", "chunk_output_fwd", "chunk_state_bwd", "chunk_grad_bwd",
+           "fused_recurrent_fwd")
+
+
+def state_scan_config(K, V):
+    """(BK, NK, BV) of the sequential forward scan: NK <= 4 state tiles of [BK, BV] cover K <= 256;
+    the whole state slice stays <= 8K fp32 registers (K = 256 -> BV = 32)."""
+    assert K <= 256, "the state scan holds at most 4 x 64 rows of K"
+    BK = min(64, next_pow2(K))
+    NK = triton.cdiv(K, BK)
+    return BK, NK, max(16, min(64, next_pow2(V), 8192 // (BK * NK)))
+
+
+def default_config(kernel: str, K: int, V: int) -> dict:
+    """The launch config of `kernel` when no tuned one applies."""
+    BKS, NKS, BVS = state_scan_config(K, V)
+    if kernel == "chunk_intra_fwd":
+        return {"BK": min(64, next_pow2(K)), "BV": min(64, next_pow2(V)), "num_warps": 4, "num_stages": 3}
+    if kernel == "chunk_state_fwd":
+        # Two pipeline stages fit up to K=128 (kda, bf16 inputs: 180736 B of shared memory on sm_90);
+        # at K=256 (NK=4) kda needs 279552 B with two, over the H100's 232448, so one stage there (49152 B).
+        # (Numbers as launched: AOT compiles that omit the JIT's divisibility-16 attrs read lower.)
+        return {"BV": BVS, "num_warps": 4, "num_stages": 2 if NKS <= 2 else 1}
+    if kernel == "chunk_output_fwd":
+        return {"BK": min(64, next_pow2(K)), "BV": min(64, next_pow2(V)), "num_warps": 4, "num_stages": 3}
+    if kernel == "chunk_state_bwd":
+        # The reverse scan holds the same NK [BK, BV] fp32 tiles of dh as the forward scan, plus dO, dV'
+        # and M, so half the forward's slice: <= 4K fp32 values (32 a thread). At the forward's BV = 64,
+        # K = 128 spilled 492-600 bytes for every delta variant (255 registers); at BV = 32 deltanet and
+        # gated_deltanet fit, kda spills 48/24 and gla 0; 8 warps spill more, not less (224-304 at K=128).
+        # K = 256 (BV = 16) still spills 40/20 (deltanet), 140/100 (gated_deltanet), 136/96 (kda), down
+        # from 616-760 at BV = 32. One stage: a second pipeline stage of the [BT, BK] loads needs
+        # 254464 B of shared memory for kda at K = 128 (limit 232448).
+        return {"BV": max(16, min(64, next_pow2(V), 4096 // (BKS * NKS))), "num_warps": 4, "num_stages": 1}
+    if kernel == "chunk_grad_bwd":
+        # [BT, BT] matrices (dM) live in registers across the K loop, so small
+        # K / V blocks and 8 warps: at BK = BV = 64 with 4 warps deltanet spilled 1040/1156 bytes,
+        # gated_deltanet 1460/1852, gla 984/1288 (K = 128).
+        # BK = BV = 32 with 8 warps: at most 16/16 bytes (deltanet, K = 128).
+        return {"BK": min(32, next_pow2(K)), "BV": min(32, next_pow2(V)), "num_warps": 8, "num_stages": 1}
+    if kernel == "fused_recurrent_fwd":
+        # The whole [K, BV] fp32 state slice sits in the registers of one warp: keep it <= 64 values a
+        # thread (BV = 2048 / K). At K = 128, BV = 64 (256 values a thread) spilled 6150/7032 bytes; BV = 16
+        # uses 128 registers and no spill (as does BV = 32 on 2 warps; the tuner tries more warps).
+        return {"BV": max(8, min(64, next_pow2(V), 2048 // next_pow2(K))), "num_warps": 1}
+    raise KeyError(f"no launch config for kernel {kernel!r}")
+
+
+def launch_config(kernel: str, x, K: int, V: int, T: int) -> dict:
+    """The launch config of `kernel` for a call on x (q: device, dtype) with T tokens per sequence:
+    tuned for this GPU and shape bucket when `gka-gen autotune` wrote one, else default_config."""
+    return _tuned_config(SPEC_NAME, SPEC_HASH, PACKAGE, kernel, default_config(kernel, K, V), x=x, K=K, V=V, T=T)
 
 
 def dot_precision(*tensors) -> str:

@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import next_pow2, prepare_chunks
+from .common import launch_config, next_pow2, prepare_chunks
 
 
 @triton.jit
@@ -41,20 +41,17 @@ def fused_recurrent_fwd_kernel(q, k, v, g, beta, h0, ht, o, cu_seqlens, scale,
         tl.store(ht + (i_n * H + i_h) * K * V + rk[:, None] * V + cv[None, :], h, mask=mkv)
 
 
-def fused_recurrent_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
-                        BV=None, num_warps=1):
+def fused_recurrent_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens):
     """Returns (o [B,T,H,V] in q's dtype, final_state fp32 [N,H,K,V] or None)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BK = next_pow2(K)
-    BV = BV or max(16, min(64, next_pow2(V), 8192 // BK))
     cu, _, _, N, _ = prepare_chunks(cu_seqlens, B, T, 64, q.device)
+    cfg = launch_config("fused_recurrent_fwd", q, K, V, B * T // N)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     h0 = initial_state.float().contiguous() if initial_state is not None else None
-    fused_recurrent_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+    fused_recurrent_fwd_kernel[(triton.cdiv(V, cfg["BV"]), N * H)](
         q, k, v, g.contiguous(), None, h0, ht, o, cu, scale,
-        H=H, K=K, V=V, BK=BK, BV=BV, HAS_H0=h0 is not None, STORE_FINAL=output_final_state,
-        num_warps=num_warps)
+        H=H, K=K, V=V, BK=next_pow2(K), HAS_H0=h0 is not None, STORE_FINAL=output_final_state, **cfg)
     return o, ht

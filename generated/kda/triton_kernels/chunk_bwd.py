@@ -18,9 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd, state_scan_config, chunk_cumsum
+from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd, chunk_cumsum
 from .common import (BC_DEFAULT, _chunk_bounds, _col_apply, _gram, _row_apply, _store_tile, _tile,
-                     dot_precision, next_pow2, prepare_chunks, _solve_unit_lower)
+                     dot_precision, launch_config, prepare_chunks, state_scan_config, _solve_unit_lower)
 
 
 @triton.jit
@@ -201,6 +201,22 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
     db += tl.sum(dA * Gam, 1)
     dGam = dA * b_beta[:, None]
 
+    # ---- A path first, in its own pass over K: fused into the pass below, its two decayed [BT, BT]
+    # applies spilled 84/100 bytes a thread at K = 128 even at BK = 16 (8 warps); alone, the pass
+    # below does not spill, and dGamma is dead once this one is done. It writes its part of dk and
+    # of dG (before the cumsum) to dk / dg, which the pass below reads back and completes.
+    for i_k in range(0, tl.cdiv(K, BK)):
+        off_k = (t0 * H + i_h) * K + i_k * BK
+        nk = K - i_k * BK
+        b_k = _tile(k + off_k, r, ck, H * K, nrows, nk)
+        gate = _tile(g_cum + off_k, r, ck, H * K, nrows, nk)
+        # Gamma_ij = <k_i, k_j exp(G_i - G_j)>, i > j
+        b_x = _row_apply(dGam, b_k, gate, k + off_k, g_cum + off_k, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_y = _col_apply(dGam, b_k, gate, k + off_k, g_cum + off_k, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        _store_tile(dk + off_k, b_x + b_y, r, ck, H * K, nrows, nk)
+        _store_tile(dg + off_k, b_k * (b_x - b_y), r, ck, H * K, nrows, nk)
+    tl.debug_barrier()  # the pass below reads those tiles back through other threads
+
     # ---- pass over K: everything with a K index
     for i_k in range(0, tl.cdiv(K, BK)):
         off_k = (t0 * H + i_h) * K + i_k * BK
@@ -241,11 +257,9 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
         b_dk += b_dp * b_beta[:, None] * e_g
         db += tl.sum(b_dp * b_ke, 1)
         b_dG += b_dp * b_ke * b_beta[:, None]
-        # A path: Gamma_ij = <k_i, k_j exp(G_i - G_j)>, i > j
-        b_x = _row_apply(dGam, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
-        b_y = _col_apply(dGam, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
-        b_dk += b_x + b_y
-        b_dG += b_k * (b_x - b_y)
+        # A path: computed by the pass above
+        b_dk += _tile(dk + off_k, r, ck, H * K, nrows, nk)
+        b_dG += _tile(dg + off_k, r, ck, H * K, nrows, nk)
         _store_tile(dq + off_k, b_dq, r, ck, H * K, nrows, nk)
         _store_tile(dk + off_k, b_dk, r, ck, H * K, nrows, nk)
         # G_last scales the carried state and every key's decay-to-end
@@ -255,8 +269,7 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
     tl.store(dbeta + t0 * H + i_h + r * H, db, mask=valid)
 
 
-def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved, chunk_size=64,
-              BK=64, BV=64, num_warps=4):
+def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved, chunk_size=64):
     """Returns (dq, dk, dv, dg, dbeta, dh0) in the inputs' dtypes (None for absent inputs)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -272,22 +285,22 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     g_cum = saved.get("g_cum") if saved else None
     if g_cum is None:
         g_cum = chunk_cumsum(g, cu, chunk_indices, NT, BT)
+    Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
     # recompute the forward's intermediates
-    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip, BK, BV, num_warps)
+    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
+                                launch_config("chunk_intra_fwd", q, K, V, Tn))
     hs, vnew, _ = chunk_state_fwd(k, v, w, u, g_cum, initial_state, False, cu, chunk_offsets, N, NT, BT, ip,
-                                  num_warps=num_warps)
+                                  launch_config("chunk_state_fwd", q, K, V, Tn))
 
-    BKS, NKS, BVS = state_scan_config(K, V)
+    BKS, NKS, _ = state_scan_config(K, V)
+    cfg = launch_config("chunk_state_bwd", q, K, V, Tn)
     dhs = torch.empty_like(hs)
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if initial_state is not None else None
     dvnew = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
-    chunk_state_bwd_kernel[(triton.cdiv(V, BVS), N * H)](
+    chunk_state_bwd_kernel[(triton.cdiv(V, cfg["BV"]), N * H)](
         q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu, chunk_offsets, scale,
-        H=H, K=K, V=V, BT=BT, BK=BKS, NK=NKS, BV=BVS, HAS_DHT=dht is not None, HAS_H0=dh0 is not None,
-        # One stage: the reverse scan keeps NK [BK, BV] fp32 tiles of dh live, and a second pipeline
-        # stage of its [BT, BK] loads needs 254464 B of shared memory on sm_90 for kda at K=128 with
-        # bf16 inputs (H100 limit 232448); one stage needs 65536 B (57344 B at K=256).
-        INPUT_PRECISION=ip, num_warps=num_warps, num_stages=1)
+        H=H, K=K, V=V, BT=BT, BK=BKS, NK=NKS, HAS_DHT=dht is not None, HAS_H0=dh0 is not None,
+        INPUT_PRECISION=ip, **cfg)
 
     dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dk = torch.empty_like(dq)
@@ -296,8 +309,8 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if beta is not None else None
     chunk_grad_bwd_kernel[(NT, H)](
         q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
-        H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), BK=min(BK, next_pow2(K)), BV=min(BV, next_pow2(V)),
-        INPUT_PRECISION=ip, num_warps=num_warps, num_stages=1)  # short K/V loops: nothing to pipeline
+        H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip,
+        **launch_config("chunk_grad_bwd", q, K, V, Tn))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),
             dg.to(g.dtype) if dg is not None else None,
             dbeta.to(beta.dtype) if dbeta is not None else None, dh0)

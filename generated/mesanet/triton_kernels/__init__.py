@@ -15,8 +15,11 @@
 #                       initial_state, output_final_state, cu_seqlens) -> (o, final_state)
 # Layout [B, T, H, K]; g, gk, beta, alpha [B, T, H] (None where the variant has none); lamb [H, K].
 # States are pairs (h_kk [N, H, K, K], h_kv [N, H, K, V]) in fp32.
+# Launch configs (tiles, warps, stages) come from gka_gen.autotune's per-GPU file, else
+# common.default_config; TUNABLE names the kernels `gka-gen autotune` searches.
 from .chunk_bwd import chunk_bwd
 from .chunk_fwd import chunk_fwd
+from .common import TUNABLE, default_config
 from .fused_recurrent import fused_recurrent_fwd
 
 DECAY_H = "scalar"
@@ -26,5 +29,5 @@ LAM_RULE = "channel_param"
 SOLVER = "cg"
 MIX = False
 
-__all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd",
+__all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd", "TUNABLE", "default_config",
            "DECAY_H", "DECAY_U", "INPUT_BETA", "LAM_RULE", "SOLVER", "MIX"]

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gka_gen.autotune.lookup import launch_config as _tuned_config
+
 
 def _interpreter_scalar_index():
     """The CPU interpreter stores every scalar as a one-element numpy array and makes loop bounds
@@ -53,20 +55,54 @@ def dot_precision(*tensors) -> str:
     return "ieee" if all(t is None or t.dtype == torch.float32 for t in tensors) else "tf32"
 
 
-def ridge_tiles(K: int, V: int, BK=None, BV=None, num_warps=None, num_stages=None):
-    """Tiles and launch shape of the per-chunk kernels: (BK, BV, num_warps, num_stages).
+# ------------------------------------------------------------------------------------------------
+# Launch configs: tile constexprs, num_warps and num_stages of every tunable kernel, as keyword
+# arguments of its launch. `gka-gen autotune` measures others per GPU and shape; these defaults
+# are what runs without a tuned file.
+# ------------------------------------------------------------------------------------------------
+SPEC_NAME = "mesanet"
+SPEC_HASH = "89ff7cd47ab2"  # empty when rendered outside `gka-gen generate`: never tuned
+PACKAGE = __name__.rsplit(".", 2)[0]  # generated.<name>: what a run-time tune (GKA_GEN_AUTOTUNE=1) imports
+TUNABLE = ("chunk_state_fwd", "chunk_ridge_fwd", "chunk_ridge_bwd_solve", "chunk_dh_bwd", "chunk_du_bwd",
+           "chunk_ridge_bwd_dk", "fused_recurrent_fwd")
 
-    K <= 32: one [BT, K] tile (BK = K rounded up), the solve fully on-chip, 4 warps.
-    K > 32: the K-tiled path on [BT, 32] column blocks with 8 warps and no software pipelining
-    (num_stages=1: the block loops sit inside the solver's iteration loop, and multi-buffering
-    their loads costs up to 224 KB of shared memory at K = 128 while hiding little). Measured
-    with `python -m gka_gen.resources` for the H100 (bf16 inputs): <= 104 KB of shared memory and
-    at most a few words of spills at K = V = 64, 128 and 256; a single on-chip [64, 64] tile
-    already spilled 300-1100 bytes per thread at K = 64. BV <= 64 columns of the V axis."""
+
+def default_config(kernel: str, K: int, V: int) -> dict:
+    """The launch config of `kernel` when no tuned one applies.
+
+    Per-chunk kernels (solve, readout, their backward): K <= 32: one [BT, K] tile (BK = K rounded
+    up), the solve fully on-chip, 4 warps. K > 32: the K-tiled path on [BT, 32] column blocks with
+    8 warps and no software pipelining (num_stages=1: the block loops sit inside the solver's
+    iteration loop, and multi-buffering their loads costs up to 224 KB of shared memory at K = 128
+    while hiding little). Measured with `python -m gka_gen.resources` for the H100 (bf16 inputs):
+    <= 104 KB of shared memory and at most a few words of spills at K = V = 64, 128 and 256; a
+    single on-chip [64, 64] tile already spilled 300-1100 bytes per thread at K = 64. BV <= 64
+    columns of the V axis. The state scans tile both state dimensions by <= 64 (host-clamped to
+    each state's own width), and the reverse scans run with the per-chunk kernels' warps/stages."""
     tiled = K > 32
-    BK = BK or (32 if tiled else max(16, next_pow2(K)))
-    BV = BV or min(64, max(16, next_pow2(V)))
-    return BK, BV, num_warps or (8 if tiled else 4), num_stages or (1 if tiled else 3)
+    BK = 32 if tiled else max(16, next_pow2(K))
+    BV = min(64, max(16, next_pow2(V)))
+    SK = min(64, max(16, next_pow2(K)))
+    launch = {"num_warps": 8 if tiled else 4, "num_stages": 1 if tiled else 3}
+    if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve", "chunk_ridge_bwd_dk"):
+        return {"BK": BK, "BV": BV, **launch}
+    if kernel == "chunk_state_fwd":
+        return {"BK": SK, "BX": 64, "num_warps": 4}
+    if kernel == "chunk_dh_bwd":
+        return {"BK": SK, **launch}
+    if kernel == "chunk_du_bwd":
+        return {"BK": SK, "BV": BV, **launch}
+    if kernel == "fused_recurrent_fwd":
+        # [BR, K] / [BR, V] state row blocks of <= 4096 entries
+        BKR, BVR = max(16, next_pow2(K)), max(16, next_pow2(V))
+        return {"BR": min(BKR, max(16, 4096 // max(BKR, BVR))), "num_warps": 4}
+    raise KeyError(f"no launch config for kernel {kernel!r}")
+
+
+def launch_config(kernel: str, x, K: int, V: int, T: int) -> dict:
+    """The launch config of `kernel` for a call on x (q: device, dtype) with T tokens per sequence:
+    tuned for this GPU and shape bucket when `gka-gen autotune` wrote one, else default_config."""
+    return _tuned_config(SPEC_NAME, SPEC_HASH, PACKAGE, kernel, default_config(kernel, K, V), x=x, K=K, V=V, T=T)
 
 
 def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import CG_RTOL, FRO_TINY, next_pow2, prepare_chunks
+from .common import CG_RTOL, FRO_TINY, launch_config, next_pow2, prepare_chunks
 
 
 @triton.jit
@@ -118,21 +118,20 @@ def fused_recurrent_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, h0_kk, h0_kv, 
 
 
 def fused_recurrent_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
-                        output_final_state, cu_seqlens, num_warps=4):
+                        output_final_state, cu_seqlens):
     """Returns (o [B,T,H,V] in q's dtype, (h_kk [N,H,K,K], h_kv [N,H,K,V]) fp32 or None)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     cu, _, _, N, _ = prepare_chunks(cu_seqlens, B, T, max(T, 1), q.device)
-    BK, BV = max(16, next_pow2(K)), max(16, next_pow2(V))
     h0_kk, h0_kv = initial_state if initial_state is not None else (None, None)
     # the kernel's working states; returned as the final state when asked for
     ht_kk = q.new_empty(N, H, K, K, dtype=torch.float32)
     ht_kv = q.new_empty(N, H, K, V, dtype=torch.float32)
-    BR = min(BK, max(16, 4096 // max(BK, BV)))  # [BR, K] / [BR, V] state row blocks of <= 4096 entries
     o = q.new_empty(B, T, H, V)
     fused_recurrent_fwd_kernel[(N * H,)](
         q, k, v, g, gk, beta, alpha, lamb, h0_kk, h0_kv, ht_kk, ht_kv, o, cu,
         float(scale), float(ridge_ratio or 0.), int(num_iter),
-        H=H, K=K, V=V, BK=BK, BV=BV, BR=BR, HAS_H0=initial_state is not None, num_warps=num_warps)
+        H=H, K=K, V=V, BK=max(16, next_pow2(K)), BV=max(16, next_pow2(V)), HAS_H0=initial_state is not None,
+        **launch_config("fused_recurrent_fwd", q, K, V, B * T // N))
     return o, ((ht_kk, ht_kv) if output_final_state else None)

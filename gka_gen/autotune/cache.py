@@ -1,0 +1,170 @@
+"""The tuned-config file of one spec on one GPU: format, paths, shape buckets, load and save.
+
+    autotune/<sanitized GPU name>/<spec>-<spec hash>.json
+
+    {"format": 1, "spec": "kda", "spec_hash": "2ff1ee236694", "kernels_hash": "5d41402abc4b",
+     "gpu": "NVIDIA H200",
+     "versions": {"torch": ..., "triton": ..., "gka_gen": ...}, "created": ISO date, "updated": ISO date,
+     "backends": {"triton": {"bf16/K128/V128/T4096": {
+         "shape": {"dtype": "bf16", "B": 4, "T": 4096, "H": 16, "K": 128, "V": 128},
+         "kernels": {"chunk_grad_bwd": {
+             "phase": "bwd", "config": {...best...}, "ms": 1.23, "default": {...}, "default_ms": 1.41,
+             "done": true, "trials": [{"config": {...}, "status": "ok", "ms": 1.23, "first_call_s": 4.1, ...}, ...]}}}}}}
+
+`ms` is the median time of the kernel's whole phase (forward, backward or recurrent forward), since
+a kernel is tuned inside the call that uses it. `trials` keeps every candidate's outcome so an
+interrupted search resumes where it stopped. The spec hash is part of the file name and is checked
+inside: a changed spec never reads configs tuned for another version of it. The kernels hash (of the
+generated kernel sources) is checked too: a config tuned for other kernel code (templates changed
+since) could now exceed shared memory, so it is not used either.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+FORMAT = 1
+ROOT = Path(__file__).resolve().parents[2] / "autotune"
+DTYPES = ("fp32", "bf16", "fp16")
+_BUCKET = re.compile(r"^(fp32|bf16|fp16)/K(\d+)/V(\d+)/T(\d+)$")
+
+
+class CacheError(ValueError):
+    """A tuned-config file that cannot be used (unreadable, wrong format, another spec version)."""
+
+
+def root() -> Path:
+    """Where tuned files live: $GKA_GEN_AUTOTUNE_DIR, else autotune/ at the repository root."""
+    return Path(os.environ.get("GKA_GEN_AUTOTUNE_DIR") or ROOT)
+
+
+def sanitize_gpu_name(name: str) -> str:
+    """A folder name for a device name: 'NVIDIA H200' -> 'NVIDIA_H200', 'NVIDIA H100 80GB HBM3' ->
+    'NVIDIA_H100_80GB_HBM3'. Anything but letters, digits, '.', '-' becomes one '_'."""
+    s = re.sub(r"[^A-Za-z0-9.\-]+", "_", name.strip()).strip("_")
+    if not s:
+        raise ValueError(f"no usable GPU name in {name!r}")
+    return s
+
+
+def tuned_path(base: Path, gpu: str, spec: str, spec_hash: str) -> Path:
+    return Path(base) / sanitize_gpu_name(gpu) / f"{spec}-{spec_hash}.json"
+
+
+def kernels_hash(directory) -> str:
+    """Hash of the kernel sources in ``directory`` (a generated triton_kernels/ folder): file names
+    and bytes of its *.py files. Generation is deterministic, so equal on every machine."""
+    h = hashlib.sha256()
+    for p in sorted(Path(directory).glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def spec_hash(path) -> str:
+    """The hash `gka-gen` gives a spec file (the one generated packages carry as SPEC_HASH)."""
+    from ..spec import load_spec
+
+    return load_spec(Path(path)).hash
+
+
+# ----------------------------------------------------------------------------- shape buckets
+def t_bucket(T: int) -> int:
+    """Tokens per sequence, rounded to the nearest power of two in log scale (2048 -> 2048,
+    3000 -> 4096, 5000 -> 4096, 6000 -> 8192): configs tuned at T serve T/sqrt(2) .. T*sqrt(2)."""
+    return 1 << max(0, round(math.log2(max(int(T), 1))))
+
+
+def bucket_key(dtype: str, K: int, V: int, T: int) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {DTYPES}")
+    return f"{dtype}/K{int(K)}/V{int(V)}/T{t_bucket(T)}"
+
+
+def parse_bucket(key: str) -> tuple[str, int, int, int]:
+    m = _BUCKET.match(key)
+    if not m:
+        raise CacheError(f"bad shape bucket {key!r} (expected dtype/K<k>/V<v>/T<t>)")
+    return m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+
+
+def nearest_bucket(keys, dtype: str, K: int, V: int, T: int) -> str | None:
+    """The bucket for a call: same dtype, K and V, the closest T in log scale (ties: the smaller
+    T). None when no bucket has this dtype, K and V: their best tiles differ, so no guessing."""
+    best, best_d = None, None
+    for key in keys:
+        d, k, v, t = parse_bucket(key)
+        if (d, k, v) != (dtype, K, V):
+            continue
+        dist = (abs(math.log2(t) - math.log2(max(T, 1))), t)
+        if best_d is None or dist < best_d:
+            best, best_d = key, dist
+    return best
+
+
+# ----------------------------------------------------------------------------- the file
+def new_table(spec: str, spec_hash_: str, kernels_hash_: str, gpu: str, versions: dict, now: str) -> dict:
+    return {"format": FORMAT, "spec": spec, "spec_hash": spec_hash_, "kernels_hash": kernels_hash_, "gpu": gpu,
+            "versions": dict(versions), "created": now, "updated": now, "backends": {}}
+
+
+def _check_config(cfg, where):
+    if not isinstance(cfg, dict) or not cfg or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in cfg.items()):
+        raise CacheError(f"{where}: a config must be a non-empty {{name: int}} object, got {cfg!r}")
+
+
+def validate(data, spec: str, spec_hash_: str, kernels_hash_: str) -> dict:
+    """``data`` if it is a usable table for this spec version and these kernels, else CacheError."""
+    if not isinstance(data, dict):
+        raise CacheError("not a JSON object")
+    if data.get("format") != FORMAT:
+        raise CacheError(f"format {data.get('format')!r}, expected {FORMAT}")
+    if data.get("spec") != spec:
+        raise CacheError(f"tuned for spec {data.get('spec')!r}, not {spec!r}")
+    if data.get("spec_hash") != spec_hash_:
+        raise CacheError(f"tuned for spec hash {data.get('spec_hash')!r}; the spec is now {spec_hash_!r}")
+    if data.get("kernels_hash") != kernels_hash_:
+        raise CacheError(f"tuned for other kernel sources (kernels hash {data.get('kernels_hash')!r}, now "
+                         f"{kernels_hash_!r}: the templates changed since); tune again")
+    backends = data.get("backends")
+    if not isinstance(backends, dict) or not isinstance(data.get("gpu"), str):
+        raise CacheError("missing 'gpu' or 'backends'")
+    for backend, buckets in backends.items():
+        if not isinstance(buckets, dict):
+            raise CacheError(f"backends.{backend} is not an object")
+        for key, bucket in buckets.items():
+            parse_bucket(key)
+            kernels = bucket.get("kernels") if isinstance(bucket, dict) else None
+            if not isinstance(kernels, dict):
+                raise CacheError(f"{backend}/{key}: missing 'kernels'")
+            for name, entry in kernels.items():
+                if not isinstance(entry, dict):
+                    raise CacheError(f"{backend}/{key}/{name} is not an object")
+                _check_config(entry.get("config"), f"{backend}/{key}/{name}")
+    return data
+
+
+def load(path: Path, spec: str, spec_hash_: str, kernels_hash_: str) -> dict:
+    """Read and validate one tuned file. FileNotFoundError when absent, CacheError when unusable."""
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CacheError(f"not valid JSON ({e})") from None
+    return validate(data, spec, spec_hash_, kernels_hash_)
+
+
+def save(path: Path, data: dict) -> None:
+    """Write atomically (a reader never sees half a file; an interrupted write leaves the old one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,156 @@
+"""The launch config a generated kernel uses for one call.
+
+Each kernel launcher of a generated package calls `launch_config(..., default, x=q, K=.., V=.., T=..)`
+and launches with what comes back. In order:
+
+1. a config the search (tune.py) is trying right now, for this spec and kernel;
+2. on a CUDA tensor: the tuned config of this kernel in autotune/<GPU>/<spec>-<spec hash>.json for
+   the nearest shape bucket (same dtype, K and V; nearest T). The file is read once, at the first
+   CUDA call of the spec; a missing or unusable one gives one warning and the defaults from then on;
+3. the kernel's default (its template's default_config).
+
+Nothing is ever searched at run time unless GKA_GEN_AUTOTUNE=1: then a CUDA call whose shape
+bucket is not in the file runs the search for that bucket first (GKA_GEN_AUTOTUNE_BUDGET_MIN
+minutes, default 10), writes the file, and uses the result.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import cache
+
+DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+_OVERRIDES: dict[tuple[str, str], dict] = {}  # (spec, kernel) -> config being measured by tune.py
+_TABLES: dict[tuple[str, str, str], dict] = {}  # (spec, hash, gpu) -> {bucket: {"kernels": ...}} (triton)
+_RESOLVED: dict[tuple, dict] = {}  # memo: one dict lookup per launch once a shape has been seen
+_WARNED: set = set()
+_GPU_NAMES: dict[int, str] = {}
+_TUNING = False  # a search is running in this process: never start another from inside it
+
+
+def launch_config(spec: str, spec_hash: str, package: str, kernel: str, default: dict, *, x, K: int, V: int,
+                  T: int) -> dict:
+    """The launch keyword arguments of ``kernel`` for a call on ``x`` (device, dtype) with T tokens
+    per sequence. Always the keys of ``default``: a tuned file can change values, never add keys."""
+    override = _OVERRIDES.get((spec, kernel))
+    if override is not None:
+        return _merge(default, override)
+    gpu = gpu_name(x)
+    dtype = DTYPE_NAMES.get(str(x.dtype))
+    if gpu is None or not spec_hash or dtype is None:
+        return dict(default)
+    memo = (spec, spec_hash, gpu, kernel, dtype, K, V, cache.t_bucket(T))
+    tuned = _RESOLVED.get(memo)
+    if tuned is None:
+        tuned = _RESOLVED[memo] = _resolve(spec, spec_hash, package, kernel, gpu, dtype, K, V, T, x)
+    return _merge(default, tuned)
+
+
+def package_kernels_hash(package: str) -> str:
+    """cache.kernels_hash of a generated package's Triton kernels (generated.<name>.triton_kernels)."""
+    import importlib
+
+    return cache.kernels_hash(Path(importlib.import_module(package + ".triton_kernels").__file__).parent)
+
+
+def gpu_name(x) -> str | None:
+    """torch.cuda.get_device_name of x's device ('NVIDIA H200'), None for a tensor not on CUDA."""
+    device = getattr(x, "device", None)
+    if device is None or device.type != "cuda":
+        return None
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _GPU_NAMES:
+        _GPU_NAMES[index] = torch.cuda.get_device_name(index)
+    return _GPU_NAMES[index]
+
+
+def tuned_buckets(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
+    """{bucket: {"kernels": {kernel: entry}}} of the Triton backend in this spec's file for ``gpu``;
+    {} (after one warning) when the file is missing or unusable."""
+    key = (spec, spec_hash, gpu)
+    if key not in _TABLES:
+        path = cache.tuned_path(cache.root(), gpu, spec, spec_hash)
+        try:
+            data = cache.load(path, spec, spec_hash, package_kernels_hash(package))
+            buckets = data["backends"].get("triton", {})
+        except FileNotFoundError:
+            others = sorted(p.name for p in path.parent.glob(f"{spec}-*.json"))
+            stale = f" (only for other versions of the spec: {', '.join(others)})" if others else ""
+            _warn_once(key, f"gka-gen: no tuned launch configs for {spec} (spec hash {spec_hash}) on {gpu}: "
+                            f"{path} is missing{stale}. Using the defaults; `gka-gen autotune` on this GPU "
+                            "writes the file.")
+            buckets = {}
+        except (OSError, UnicodeDecodeError, cache.CacheError) as e:
+            _warn_once(key, f"gka-gen: ignoring {path}: {e}. Using the default launch configs.")
+            buckets = {}
+        _TABLES[key] = buckets
+    return _TABLES[key]
+
+
+def invalidate() -> None:
+    """Forget what was read (after a search wrote a file; tests)."""
+    _TABLES.clear()
+    _RESOLVED.clear()
+
+
+@contextmanager
+def overrides(spec: str, configs: dict):
+    """Within the block, the kernels of ``spec`` launch with ``configs`` ({kernel: config})."""
+    saved = {k: v for k, v in _OVERRIDES.items() if k[0] == spec}
+    for k in saved:
+        del _OVERRIDES[k]
+    _OVERRIDES.update({(spec, kernel): dict(cfg) for kernel, cfg in configs.items()})
+    try:
+        yield
+    finally:
+        for k in [k for k in _OVERRIDES if k[0] == spec]:
+            del _OVERRIDES[k]
+        _OVERRIDES.update(saved)
+
+
+def _merge(default: dict, tuned: dict) -> dict:
+    return {k: int(tuned.get(k, v)) for k, v in default.items()}
+
+
+def _resolve(spec, spec_hash, package, kernel, gpu, dtype, K, V, T, x) -> dict:
+    buckets = tuned_buckets(spec, spec_hash, package, gpu)
+    if (cache.bucket_key(dtype, K, V, T) not in buckets and os.environ.get("GKA_GEN_AUTOTUNE") == "1"
+            and not _TUNING):
+        buckets = _tune_now(package, spec, spec_hash, gpu, dtype, K, V, T, x)
+    near = cache.nearest_bucket(buckets, dtype, K, V, T)
+    entry = buckets[near]["kernels"].get(kernel) if near else None
+    return dict(entry["config"]) if entry else {}
+
+
+def _tune_now(package, spec, spec_hash, gpu, dtype, K, V, T, x) -> dict:
+    """GKA_GEN_AUTOTUNE=1: search this call's shape bucket now (B from the call's token count)."""
+    global _TUNING
+    from .tune import BudgetExceeded, Shape, tune_package
+
+    Tb = cache.t_bucket(T)
+    shape = Shape(dtype=dtype, B=max(1, x.shape[0] * x.shape[1] // Tb), T=Tb, H=x.shape[2], K=K, V=V)
+    _TUNING = True
+    try:
+        tune_package(package, [shape], budget_min=float(os.environ.get("GKA_GEN_AUTOTUNE_BUDGET_MIN", "10")),
+                     out=cache.root(), device=x.device)
+    except BudgetExceeded:
+        pass  # the file holds the best verified configs found in the budget
+    except Exception as e:  # noqa: BLE001 - a failed search must not fail the user's call
+        _warn_once(("tune", spec, spec_hash, gpu), f"gka-gen: GKA_GEN_AUTOTUNE=1 search for {spec} failed "
+                                                  f"({type(e).__name__}: {e}); using what is tuned so far.")
+    finally:
+        _TUNING = False
+    invalidate()
+    return tuned_buckets(spec, spec_hash, package, gpu)
+
+
+def _warn_once(key, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)

@@ -1,0 +1,436 @@
+"""The search behind `gka-gen autotune`: on this GPU, the fastest verified launch config of every
+tunable kernel, per shape bucket, written to autotune/<GPU>/<spec>-<spec hash>.json.
+
+Per spec and shape:
+1. every kernel at its default config runs the package's own calls once - the chunked forward,
+   its backward, the fused recurrent forward: the reference outputs;
+2. kernel by kernel (configs.SPACES order, forward kernels first: the backward recomputes with
+   them), its candidates go through the resource model (prefilter.py: compiled ahead for sm_90 in
+   parallel; over shared memory or spilling: dropped, never timed). Each survivor runs the call
+   the kernel belongs to with that config (every other kernel at its best so far); a config whose
+   outputs differ from the reference beyond rounding is a bug and is skipped ('mismatch'), one that
+   fails to compile or launch is skipped ('error'); the rest are timed (triton.testing.do_bench,
+   median ms of the whole call);
+3. the fastest is kept. The file is rewritten after every kernel, with every trial, so a search cut
+   short (budget, Ctrl-C) resumes where it stopped and never re-times a candidate.
+
+The budget (minutes) covers everything, compiles included; past it the search stops after the
+current candidate, keeps the best verified so far, and marks the kernel not done.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import importlib.util
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import cache, configs, lookup, prefilter
+
+# Largest max|out - ref| / max|ref| over a call's outputs that still counts as the same result.
+# A config changes summation order (block sizes) and nothing else: bf16 / fp16 inputs use TF32 dots
+# and round outputs to 8-11 bits, fp32 inputs use IEEE dots. A wrong config (a lost block, a
+# masking bug) is off by O(1).
+TOLERANCE = {"bf16": 2e-2, "fp16": 2e-2, "fp32": 2e-4}
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class BudgetExceeded(Exception):
+    pass
+
+
+class TuneError(RuntimeError):
+    """Nothing can be tuned as asked (no GPU, a stale generated package): one line for the CLI."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    dtype: str
+    B: int
+    T: int
+    H: int
+    K: int
+    V: int
+
+    @property
+    def bucket(self) -> str:
+        return cache.bucket_key(self.dtype, self.K, self.V, self.T)
+
+
+DEFAULT_SHAPES = "K=64,128 T=2048,4096,8192,16384 tokens=16384 H=16 dtype=bf16"
+
+
+def parse_shapes(text: str) -> list[Shape]:
+    """'K=64,128 T=2048,4096 tokens=16384 H=16 dtype=bf16' -> the grid of shapes.
+
+    Fields (space separated, values comma separated): K; V (default: V = K, paired); T; B, or
+    tokens = B*T (default 16384: B = tokens / T, the issue's constant-B*T sweep); H (16); dtype
+    (bf16). Several grids: separate them with ';'."""
+    shapes = []
+    for grid in filter(None, (g.strip() for g in text.split(";"))):
+        f = {}
+        for item in grid.split():
+            key, _, vals = item.partition("=")
+            if key not in ("K", "V", "T", "B", "tokens", "H", "dtype") or not vals:
+                raise ValueError(f"bad shape field {item!r} (expected K=, V=, T=, B=, tokens=, H=, dtype=)")
+            f[key] = vals.split(",")
+        if "K" not in f or "T" not in f:
+            raise ValueError(f"shape grid {grid!r} needs K= and T=")
+        Ks = [int(k) for k in f["K"]]
+        Vs = [int(v) for v in f["V"]] if "V" in f else Ks
+        if "V" in f and len(Vs) != len(Ks):
+            raise ValueError(f"{grid!r}: V= pairs with K= and needs as many values")
+        for K, V in zip(Ks, Vs):
+            for T in (int(t) for t in f["T"]):
+                for dtype in f.get("dtype", ["bf16"]):
+                    for H in (int(h) for h in f.get("H", ["16"])):
+                        Bs = [int(b) for b in f["B"]] if "B" in f else [max(1, int(f.get("tokens", ["16384"])[0]) // T)]
+                        shapes += [Shape(dtype, B, T, H, K, V) for B in Bs]
+    return shapes
+
+
+# ----------------------------------------------------------------------------- verification, timing
+def _tensors(x) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (tuple, list)):
+        return [t for y in x for t in _tensors(y)]
+    return [x]
+
+
+def max_rel_diff(outs, refs) -> float:
+    """max over outputs of max|out - ref| / max|ref| (inf on a non-finite output or a shape change)."""
+    outs, refs = _tensors(outs), _tensors(refs)
+    if len(outs) != len(refs):
+        return math.inf
+    worst = 0.
+    for o, r in zip(outs, refs):
+        if o.shape != r.shape:
+            return math.inf
+        o, r = o.detach().float(), r.detach().float()
+        if not bool(o.isfinite().all()):
+            return math.inf
+        worst = max(worst, float((o - r).abs().max()) / max(float(r.abs().max()), 1e-30)) if o.numel() else worst
+    return worst
+
+
+# A call this slow (ridge fused recurrent at long T: ~1 s) needs no L2 flush and few repeats: three
+# runs, where do_bench would spend five on estimating alone.
+SLOW_MS = 50.
+
+
+def _timed_runs(fn, n: int, device) -> list[float]:
+    out = []
+    for _ in range(n):
+        if device.type == "cuda":
+            import torch
+
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def bench(fn, device) -> float:
+    """Median ms of fn(): triton.testing.do_bench on the GPU (L2 flushed between runs; ~60 ms of
+    repeats); the median of 3 runs for a call over SLOW_MS, and off the GPU (the interpreter)."""
+    first = _timed_runs(fn, 1, device)[0]
+    if device.type == "cuda" and first < SLOW_MS:
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=15, rep=60, return_mode="median"))
+    return sorted([first] + _timed_runs(fn, 2, device))[1]
+
+
+def search(cands, run, time_it, reference, tol: float, deadline: float, tried=(), verdicts=None, on_trial=None):
+    """Try each candidate config (skipping those in ``tried``): dropped by its resource verdict,
+    'error' when run(cfg) raises, 'mismatch' when its outputs differ from ``reference`` by more
+    than ``tol``, else 'ok' with time_it(cfg) ms. Returns the new trials. The first candidate (the
+    default) is always run: it is the baseline the others must beat. BudgetExceeded past
+    ``deadline`` (time.monotonic()), after on_trial has seen every finished trial."""
+    trials = []
+    for i, cfg in enumerate(cands):
+        if cfg in tried:
+            continue
+        if time.monotonic() > deadline:
+            raise BudgetExceeded
+        v = verdicts[i] if verdicts else None
+        trial = {"config": cfg, "status": "ok", "ms": None}
+        if v is not None:
+            trial["resources"] = {"shared": v.shared, "regs": v.regs, "spill": v.spill}
+        if v is not None and not v.fits and i > 0:
+            trial.update(status="resources", detail=v.why)
+        else:
+            t0 = time.monotonic()
+            try:
+                outs = run(cfg)
+            except Exception as e:  # noqa: BLE001 - OutOfResources, compile errors: skip the config
+                trial.update(status="error", detail=f"{type(e).__name__}: {str(e).strip()[:300]}")
+            else:
+                trial["first_call_s"] = round(time.monotonic() - t0, 3)  # its JIT compile or cache load
+                err = max_rel_diff(outs, reference)
+                if err > tol:
+                    trial.update(status="mismatch", detail=f"max rel diff {err:.3g} > {tol:g}")
+                else:
+                    trial.update(ms=time_it(cfg), rel_diff=err)
+        trials.append(trial)
+        if on_trial:
+            on_trial(trial)
+    return trials
+
+
+def best_of(trials):
+    ok = [t for t in trials if t["status"] == "ok"]
+    return min(ok, key=lambda t: t["ms"]) if ok else None
+
+
+# ----------------------------------------------------------------------------- one package
+class Calls:
+    """The package's three calls on one shape's inputs; each returns its outputs."""
+
+    def __init__(self, package: str, shape: Shape, device):
+        import torch
+
+        from ..testing import make_inputs
+
+        spec_mod = importlib.import_module(package + ".spec")
+        pkg = importlib.import_module(package)
+        self.spec = spec_mod.load_spec()
+        name = self.spec.name
+        self.chunk_fn = getattr(pkg, f"chunk_{name}")
+        self.recurrent_fn = getattr(pkg, f"fused_recurrent_{name}")
+        self.a = make_inputs(self.spec, B=shape.B, T=shape.T, H=shape.H, K=shape.K, V=shape.V,
+                             dtype=getattr(torch, TORCH_DTYPES[shape.dtype]), device=device, seed=0,
+                             initial_state=True, requires_grad=True)
+        self.leaves = [t for v in self.a.values() for t in _tensors(v)
+                       if isinstance(t, torch.Tensor) and t.requires_grad]  # initial states included
+        self._graph = None
+
+    def fwd(self):
+        import torch
+
+        with torch.no_grad():
+            return self.chunk_fn(**self.a, output_final_state=True, backend="triton")
+
+    def recurrent(self):
+        import torch
+
+        with torch.no_grad():
+            return self.recurrent_fn(**self.a, output_final_state=True, backend="triton")
+
+    def bwd(self):
+        """Gradients of every input from one backward over a forward graph built on first use
+        (retained, so each call times the backward alone)."""
+        import torch
+
+        if self._graph is None:
+            with torch.enable_grad():
+                outs = _tensors(self.chunk_fn(**self.a, output_final_state=True, backend="triton"))
+            gen = torch.Generator().manual_seed(1)
+            self._graph = (outs, [torch.randn(o.shape, generator=gen).to(o) for o in outs])
+        outs, grads = self._graph
+        return torch.autograd.grad(outs, self.leaves, grads, retain_graph=True, allow_unused=True)
+
+    def phase(self, name: str):
+        return {"fwd": self.fwd, "bwd": self.bwd, "recurrent": self.recurrent}[name]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict:
+    import torch
+    import triton
+
+    from .. import __version__
+    return {"torch": torch.__version__, "triton": triton.__version__, "gka_gen": __version__,
+            "cuda": torch.version.cuda}
+
+
+def _device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _open_table(path: Path, spec: str, spec_hash: str, kernels_hash: str, gpu: str, echo) -> dict:
+    """The file so far (to resume), or a new table when there is none or it is unusable."""
+    try:
+        return cache.load(path, spec, spec_hash, kernels_hash)
+    except FileNotFoundError:
+        pass
+    except (OSError, cache.CacheError) as e:
+        echo(f"  {path}: {e}; starting over")
+    return cache.new_table(spec, spec_hash, kernels_hash, gpu, _versions(), _now())
+
+
+def tune_package(package: str, shapes, *, budget_min: float | None = None, out: Path | None = None, device=None,
+                 jobs: int | None = None, use_prefilter: bool = True, progress: bool = True, echo=print,
+                 deadline: float | None = None) -> Path:
+    """Search every tunable kernel of ``package`` (e.g. "generated.kda") for each shape; returns the
+    file written. BudgetExceeded when the budget ran out (the file then holds the partial search)."""
+    import torch
+
+    device = torch.device(device or "cuda")
+    if deadline is None:
+        deadline = time.monotonic() + (budget_min * 60 if budget_min else math.inf)
+    spec_mod = importlib.import_module(package + ".spec")
+    kernels_mod = importlib.import_module(package + ".triton_kernels")
+    name, spec_hash, family = spec_mod.NAME, spec_mod.SPEC_HASH, spec_mod.CANONICAL["family"]
+    if kernels_mod.common.SPEC_HASH != spec_hash:
+        raise TuneError(f"{package}'s kernels were generated for spec hash {kernels_mod.common.SPEC_HASH!r}, "
+                           f"its spec is {spec_hash!r}: run `gka-gen generate`")
+    missing = set(configs.kernels(family)) - set(kernels_mod.TUNABLE)
+    if missing:
+        raise TuneError(f"{package} has no tunable kernels {sorted(missing)}: run `gka-gen generate`")
+    gpu = _device_name(device)
+    path = cache.tuned_path(out or cache.root(), gpu, name, spec_hash)
+    table = _open_table(path, name, spec_hash, lookup.package_kernels_hash(package), gpu, echo)
+    verdict_memo: dict = {}
+    try:
+        for shape in shapes:
+            _tune_shape(package, name, family, kernels_mod, shape, table, path, device, deadline, jobs,
+                        use_prefilter, verdict_memo, progress, echo)
+    finally:
+        lookup.invalidate()
+    return path
+
+
+def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, device, deadline, jobs,
+                use_prefilter, verdict_memo, progress, echo):
+    buckets = table["backends"].setdefault("triton", {})
+    bucket = buckets.get(shape.bucket)
+    if bucket is None or bucket.get("shape") != asdict(shape):  # a bucket re-tuned at another B starts over
+        bucket = buckets[shape.bucket] = {"shape": asdict(shape), "kernels": {}}
+    entries = bucket["kernels"]
+    names = configs.kernels(family)
+    if all(entries.get(k, {}).get("done") for k in names):
+        echo(f"  {name} {shape.bucket}: done already")
+        return
+    defaults = {k: kernels_mod.default_config(k, shape.K, shape.V) for k in names}
+    todo = {k: configs.candidates(family, k, shape.K, shape.V, defaults[k]) for k in names
+            if not entries.get(k, {}).get("done")}
+    # Resource verdicts of the candidates not tried yet (a resumed search compiles only those). The
+    # compiled kernels depend on K, V, H and dtype, not on B or T: one verdict serves every T.
+    rkey = (shape.K, shape.V, shape.H, shape.dtype)
+    tried = {k: [t["config"] for t in entries.get(k, {}).get("trials", [])] for k in todo}
+    need = {k: [c for c in cands if c not in tried[k] and (rkey, k, _key(c)) not in verdict_memo]
+            for k, cands in todo.items()}
+    need = {k: c for k, c in need.items() if c}
+    if use_prefilter and need:
+        try:
+            found = prefilter.check(package, shape.K, shape.V, shape.H, shape.dtype, need, jobs)
+        except Exception as e:  # noqa: BLE001 - no ptxas etc.: time everything instead
+            echo(f"  resource model unavailable ({type(e).__name__}: {e}); every candidate will be timed")
+        else:
+            verdict_memo.update({(rkey, k, _key(c)): v for k, cs in need.items() for c, v in zip(cs, found[k])})
+    verdicts = {k: [verdict_memo.get((rkey, k, _key(c))) for c in cands] for k, cands in todo.items()}
+    calls = Calls(package, shape, device)
+    best = {k: (entries[k]["config"] if k in entries else defaults[k]) for k in names}
+    try:
+        with lookup.overrides(name, defaults):
+            refs = {p: calls.phase(p)() for p in sorted({configs.phase(family, k) for k in todo})}
+    except Exception as e:  # noqa: BLE001 - the package itself fails here: nothing to compare against
+        echo(f"  {name} {shape.bucket}: the default configs fail ({type(e).__name__}: {e}); shape skipped")
+        return
+    tol = TOLERANCE[shape.dtype]
+    bar = _progress(sum(len(c) for c in todo.values()), f"{name} {shape.bucket}", progress)
+    try:
+        for kernel, cands in todo.items():
+            entry = entries.setdefault(kernel, {"phase": configs.phase(family, kernel), "trials": []})
+            entry["default"] = defaults[kernel]  # the templates' default now (resumed files may predate it)
+            fn = calls.phase(entry["phase"])
+
+            def run(cfg, kernel=kernel, fn=fn):
+                with lookup.overrides(name, {**best, kernel: cfg}):
+                    return fn()
+
+            def time_it(cfg, kernel=kernel, fn=fn):
+                with lookup.overrides(name, {**best, kernel: cfg}):
+                    return bench(fn, device)
+
+            def on_trial(t, entry=entry):
+                entry["trials"].append(t)
+                bar.update(1)
+                b = best_of(entry["trials"])
+                bar.set_postfix_str(f"{kernel}: " + ("-" if b is None else f"{b['ms']:.3f} ms"))
+
+            bar.update(sum(c in tried[kernel] for c in cands))
+            try:
+                search(cands, run, time_it, refs[entry["phase"]], tol, deadline, tried=tried[kernel],
+                       verdicts=verdicts[kernel], on_trial=on_trial)
+                entry["done"] = True
+            finally:
+                _record(entry, defaults[kernel], best, kernel)
+                table["updated"] = _now()
+                cache.save(path, table)
+    finally:
+        bar.close()
+
+
+def _key(cfg: dict) -> str:
+    return json.dumps(cfg, sort_keys=True)
+
+
+def _record(entry, default, best, kernel):
+    """The entry's best verified config so far (the default when nothing ran yet)."""
+    b = best_of(entry["trials"])
+    dflt = [t for t in entry["trials"] if t["config"] == default and t["status"] == "ok"]
+    entry["config"] = b["config"] if b else dict(default)
+    entry["ms"] = b["ms"] if b else None
+    entry["default_ms"] = dflt[0]["ms"] if dflt else None
+    entry.setdefault("done", False)
+    best[kernel] = entry["config"]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="cfg", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- the command
+def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None = None, out: Path | None = None,
+        jobs: int | None = None, echo=print) -> bool:
+    """`gka-gen autotune`: every spec in turn, one file each. False when the budget ran out."""
+    import torch
+
+    from ..spec import load_spec
+
+    if not torch.cuda.is_available():
+        raise TuneError("gka-gen autotune needs a CUDA GPU (torch.cuda.is_available() is False)")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # generated/ lives at the repository root
+    deadline = time.monotonic() + (budget_min * 60 if budget_min else math.inf)
+    for p in spec_paths:
+        spec = load_spec(Path(p))
+        package = f"generated.{spec.name}"
+        if backend in ("tilelang", "all"):
+            has = importlib.util.find_spec(package + ".tilelang_kernels") is not None
+            echo(f"{spec.name}: {'TileLang kernels have no tunable configs yet' if has else 'no TileLang kernels'}; "
+                 "skipped")
+        if backend not in ("triton", "all"):
+            continue
+        if importlib.import_module(package + ".spec").SPEC_HASH != spec.hash:
+            raise TuneError(f"generated/{spec.name} is stale (spec hash changed): run `gka-gen generate`")
+        echo(f"{spec.name} (hash {spec.hash}) on {torch.cuda.get_device_name()}: {len(shapes)} shapes")
+        try:
+            path = tune_package(package, shapes, out=out, jobs=jobs, echo=echo, deadline=deadline)
+        except BudgetExceeded:
+            echo(f"budget of {budget_min} min used up during {spec.name}; run the same command again to resume")
+            return False
+        echo(f"  wrote {path}")
+    return True

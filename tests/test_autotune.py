@@ -1,0 +1,436 @@
+"""gka_gen.autotune without a GPU: the tuned-file format, loader, fallbacks, invalidation, shape
+buckets, the search's bookkeeping, and one end-to-end search in the Triton interpreter."""
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from gka_gen.autotune import cache, configs, lookup, prefilter, tune  # noqa: E402
+
+NAMES = ["deltanet", "gated_deltanet", "kda", "gla", "gka", "mesanet"]
+DEFAULT = {"BK": 64, "BV": 64, "num_warps": 4}
+
+
+# ----------------------------------------------------------------------------- names, buckets
+def test_gpu_names_become_folder_names():
+    assert cache.sanitize_gpu_name("NVIDIA H200") == "NVIDIA_H200"
+    assert cache.sanitize_gpu_name("NVIDIA H100 80GB HBM3") == "NVIDIA_H100_80GB_HBM3"
+    assert cache.sanitize_gpu_name(" NVIDIA A100-SXM4-40GB ") == "NVIDIA_A100-SXM4-40GB"
+    assert cache.sanitize_gpu_name("weird/../name: x") == "weird_.._name_x"
+    with pytest.raises(ValueError):
+        cache.sanitize_gpu_name(" / ")
+    p = cache.tuned_path(Path("autotune"), "NVIDIA H200", "kda", "2ff1ee236694")
+    assert p == Path("autotune/NVIDIA_H200/kda-2ff1ee236694.json")
+
+
+def test_spec_hash_is_the_generated_packages():
+    from generated.kda import spec as kda_spec
+
+    assert cache.spec_hash(ROOT / "specs" / "kda.yaml") == kda_spec.SPEC_HASH
+
+
+def test_t_buckets_round_in_log_scale():
+    assert [cache.t_bucket(t) for t in (1, 2048, 2800, 3000, 4096, 5000, 6000, 16384)] == \
+        [1, 2048, 2048, 4096, 4096, 4096, 8192, 16384]
+    assert cache.bucket_key("bf16", 128, 64, 3000) == "bf16/K128/V64/T4096"
+    assert cache.parse_bucket("bf16/K128/V64/T4096") == ("bf16", 128, 64, 4096)
+    with pytest.raises(cache.CacheError):
+        cache.parse_bucket("bf16/K128/T4096")
+    with pytest.raises(ValueError):
+        cache.bucket_key("int8", 128, 128, 4096)
+
+
+def test_nearest_bucket_needs_same_dtype_k_v_and_takes_the_closest_t():
+    keys = ["bf16/K128/V128/T2048", "bf16/K128/V128/T8192", "bf16/K64/V64/T4096", "fp32/K128/V128/T4096"]
+    assert cache.nearest_bucket(keys, "bf16", 128, 128, 2500) == "bf16/K128/V128/T2048"
+    assert cache.nearest_bucket(keys, "bf16", 128, 128, 6000) == "bf16/K128/V128/T8192"
+    assert cache.nearest_bucket(keys, "bf16", 128, 128, 4096) == "bf16/K128/V128/T2048"  # a tie: the smaller
+    assert cache.nearest_bucket(keys, "bf16", 128, 128, 100000) == "bf16/K128/V128/T8192"
+    assert cache.nearest_bucket(keys, "fp32", 128, 128, 64) == "fp32/K128/V128/T4096"
+    assert cache.nearest_bucket(keys, "bf16", 128, 64, 4096) is None
+    assert cache.nearest_bucket(keys, "fp16", 64, 64, 4096) is None
+
+
+# ----------------------------------------------------------------------------- the file
+KDA_KERNELS = lookup.package_kernels_hash("generated.kda")
+
+
+def _table(spec="kda", h="aaaaaaaaaaaa", buckets=None, kernels=KDA_KERNELS):
+    t = cache.new_table(spec, h, kernels, "NVIDIA H200", {"torch": "2.11"}, "2026-01-01T00:00:00+00:00")
+    t["backends"]["triton"] = buckets if buckets is not None else {
+        "bf16/K128/V128/T4096": {"shape": {}, "kernels": {"chunk_grad_bwd": {"config": {"BK": 32, "num_warps": 8}}}},
+        "bf16/K128/V128/T16384": {"shape": {}, "kernels": {"chunk_grad_bwd": {"config": {"BK": 16}}}},
+    }
+    return t
+
+
+def test_save_load_round_trip_and_validation(tmp_path):
+    p = tmp_path / "NVIDIA_H200" / "kda-aaaaaaaaaaaa.json"
+    cache.save(p, _table())
+    assert cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS) == _table()
+    assert [f.name for f in p.parent.iterdir()] == [p.name]  # no temporary file left behind
+    with pytest.raises(cache.CacheError, match="spec hash"):
+        cache.load(p, "kda", "bbbbbbbbbbbb", KDA_KERNELS)
+    with pytest.raises(cache.CacheError, match="spec"):
+        cache.load(p, "gla", "aaaaaaaaaaaa", KDA_KERNELS)
+    with pytest.raises(cache.CacheError, match="other kernel sources"):
+        cache.load(p, "kda", "aaaaaaaaaaaa", "000000000000")
+    p.write_text("{not json")
+    with pytest.raises(cache.CacheError, match="JSON"):
+        cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
+    for bad in ({"BK": "32"}, {"BK": 3.5}, {"BK": True}, {}):
+        cache.save(p, _table(buckets={"bf16/K128/V128/T4096": {"kernels": {"k": {"config": bad}}}}))
+        with pytest.raises(cache.CacheError, match="config"):
+            cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
+    cache.save(p, {**_table(), "format": 99})
+    with pytest.raises(cache.CacheError, match="format"):
+        cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
+    with pytest.raises(FileNotFoundError):
+        cache.load(tmp_path / "missing.json", "kda", "aaaaaaaaaaaa", KDA_KERNELS)
+
+
+# ----------------------------------------------------------------------------- the run-time lookup
+@pytest.fixture
+def on_h200(tmp_path, monkeypatch):
+    """lookup as on a CUDA device named 'NVIDIA H200', reading tuned files from tmp_path."""
+    monkeypatch.setenv("GKA_GEN_AUTOTUNE_DIR", str(tmp_path))
+    monkeypatch.delenv("GKA_GEN_AUTOTUNE", raising=False)
+    monkeypatch.setattr(lookup, "gpu_name", lambda x: "NVIDIA H200")
+    monkeypatch.setattr(lookup, "_WARNED", set())
+    lookup.invalidate()
+    yield tmp_path
+    lookup.invalidate()
+
+
+def _ask(kernel="chunk_grad_bwd", h="aaaaaaaaaaaa", T=4096, K=128, dtype=torch.bfloat16):
+    x = torch.empty(1, dtype=dtype)
+    return lookup.launch_config("kda", h, "generated.kda", kernel, DEFAULT, x=x, K=K, V=128, T=T)
+
+
+def test_lookup_uses_the_tuned_config_of_the_nearest_bucket(on_h200):
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"), _table())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a good file: no warning
+        assert _ask(T=4096) == {"BK": 32, "BV": 64, "num_warps": 8}  # tuned values, default for BV
+        assert _ask(T=3000) == {"BK": 32, "BV": 64, "num_warps": 8}
+        assert _ask(T=12000) == {"BK": 16, "BV": 64, "num_warps": 4}
+        assert _ask(kernel="chunk_state_bwd") == DEFAULT  # a kernel the file does not name
+        assert _ask(K=64) == DEFAULT  # no bucket with this K
+        assert _ask(dtype=torch.float32) == DEFAULT
+
+
+def test_lookup_never_adds_keys_and_leaves_the_default_alone(on_h200):
+    t = _table(buckets={"bf16/K128/V128/T4096": {"kernels": {"chunk_grad_bwd": {"config": {"BK": 16, "BOGUS": 1}}}}})
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"), t)
+    got = _ask()
+    assert got == {"BK": 16, "BV": 64, "num_warps": 4}
+    got["BK"] = 999  # callers may change what they get
+    assert _ask()["BK"] == 16 and DEFAULT["BK"] == 64
+
+
+def test_missing_file_falls_back_with_one_warning(on_h200):
+    with pytest.warns(RuntimeWarning, match="no tuned launch configs for kda") as rec:
+        assert _ask() == DEFAULT
+        assert _ask(T=16384) == DEFAULT
+        assert _ask(kernel="chunk_state_bwd") == DEFAULT
+    assert len(rec) == 1
+
+
+def test_corrupt_file_falls_back_with_one_warning(on_h200):
+    p = cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa")
+    p.parent.mkdir(parents=True)
+    p.write_text('{"format": 1, "spec": "kda"')
+    with pytest.warns(RuntimeWarning, match="ignoring .*not valid JSON") as rec:
+        assert _ask() == DEFAULT
+        assert _ask(T=16384) == DEFAULT
+    assert len(rec) == 1
+
+
+def test_changed_spec_hash_invalidates_the_old_file(on_h200):
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"), _table())
+    assert _ask(h="aaaaaaaaaaaa")["BK"] == 32
+    with pytest.warns(RuntimeWarning, match="only for other versions of the spec: kda-aaaaaaaaaaaa.json"):
+        assert _ask(h="bbbbbbbbbbbb") == DEFAULT
+    # a file renamed to the new hash still carries the old one inside: refused too
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "cccccccccccc"), _table())
+    with pytest.warns(RuntimeWarning, match="spec hash"):
+        assert _ask(h="cccccccccccc") == DEFAULT
+
+
+def test_changed_kernel_sources_invalidate_the_file(on_h200):
+    """Same spec, other templates: a config tuned for other kernel code may not even fit now."""
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"), _table(kernels="000000000000"))
+    with pytest.warns(RuntimeWarning, match="other kernel sources"):
+        assert _ask() == DEFAULT
+
+
+def test_kernels_hash_follows_the_sources(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("ignored")
+    h = cache.kernels_hash(tmp_path)
+    (tmp_path / "notes.txt").write_text("still ignored")
+    assert cache.kernels_hash(tmp_path) == h
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert cache.kernels_hash(tmp_path) != h
+    assert KDA_KERNELS != lookup.package_kernels_hash("generated.gla")
+
+
+def test_cpu_tensors_and_untuned_renders_never_read_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("GKA_GEN_AUTOTUNE_DIR", str(tmp_path))
+    lookup.invalidate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = torch.empty(1, dtype=torch.bfloat16)
+        assert lookup.launch_config("kda", "aaaaaaaaaaaa", "generated.kda", "k", DEFAULT, x=x, K=128, V=128,
+                                    T=4096) == DEFAULT  # CPU: no GPU name, no file
+        monkeypatch.setattr(lookup, "gpu_name", lambda x: "NVIDIA H200")
+        assert lookup.launch_config("kda", "", "t", "k", DEFAULT, x=x, K=128, V=128, T=4096) == DEFAULT
+    assert lookup._TABLES == {}
+
+
+def test_overrides_win_and_are_undone(on_h200):
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"), _table())
+    with lookup.overrides("kda", {"chunk_grad_bwd": {"BK": 128}}):
+        assert _ask()["BK"] == 128
+        with lookup.overrides("kda", {"chunk_state_bwd": {"BV": 16}}):
+            assert _ask()["BK"] == 32 and _ask(kernel="chunk_state_bwd")["BV"] == 16
+        assert _ask()["BK"] == 128
+    assert _ask()["BK"] == 32
+
+
+def test_autotune_env_runs_the_search_for_a_missing_bucket(on_h200, monkeypatch):
+    """GKA_GEN_AUTOTUNE=1: a miss searches that bucket (here a stand-in that writes an entry)."""
+    calls = []
+
+    def fake_tune(package, shapes, **kw):
+        calls.append((package, shapes))
+        assert lookup._TUNING
+        t = _table(buckets={shapes[0].bucket: {"kernels": {"chunk_grad_bwd": {"config": {"BK": 16}}}}})
+        cache.save(cache.tuned_path(kw["out"], "NVIDIA H200", "kda", "aaaaaaaaaaaa"), t)
+
+    monkeypatch.setattr(tune, "tune_package", fake_tune)
+    with pytest.warns(RuntimeWarning, match="no tuned launch configs"):
+        assert _ask() == DEFAULT  # not asked for: no search
+    assert calls == []
+    lookup.invalidate()
+    monkeypatch.setenv("GKA_GEN_AUTOTUNE", "1")
+    x = torch.empty(4, 3000, 16, 128, dtype=torch.bfloat16)
+    got = lookup.launch_config("kda", "aaaaaaaaaaaa", "generated.kda", "chunk_grad_bwd", DEFAULT, x=x, K=128, V=128,
+                               T=3000)
+    assert got["BK"] == 16
+    assert calls == [("generated.kda", [tune.Shape("bf16", 2, 4096, 16, 128, 128)])]
+    assert not lookup._TUNING
+
+
+# ----------------------------------------------------------------------------- config spaces
+@pytest.mark.parametrize("name", NAMES)
+def test_spaces_match_the_generated_kernels(name):
+    import importlib
+
+    kern = importlib.import_module(f"generated.{name}.triton_kernels")
+    family = importlib.import_module(f"generated.{name}.spec").CANONICAL["family"]
+    assert tuple(configs.kernels(family)) == kern.TUNABLE
+    for K in (32, 64, 128, 256):
+        for k in kern.TUNABLE:
+            default = kern.default_config(k, K, K)
+            assert set(configs.SPACES[family][k][1]) <= set(default), k  # every searched param is a launch kwarg
+            cands = configs.candidates(family, k, K, K, default)
+            assert cands[0] == default
+            assert all(set(c) == set(default) for c in cands)
+            assert len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)
+            for c in cands[1:]:
+                assert all(c[p] <= max(16, K) for p in ("BK", "BV", "BR") if p in c), (k, c)
+
+
+def test_candidates_drop_blocks_wider_than_their_axis():
+    default = {"BK": 32, "BV": 32, "num_warps": 8, "num_stages": 1}
+    cands = configs.candidates("linear", "chunk_grad_bwd", 32, 32, default)
+    assert cands == [default] + [{**default, "BK": bk, "BV": bv, "num_warps": w}
+                                 for bk in (16, 32) for bv in (16, 32) for w in (4, 8)
+                                 if {**default, "BK": bk, "BV": bv, "num_warps": w} != default]
+
+
+def test_parse_shapes_default_grid_keeps_tokens_constant():
+    shapes = tune.parse_shapes(tune.DEFAULT_SHAPES)
+    assert len(shapes) == 8
+    assert {(s.K, s.V) for s in shapes} == {(64, 64), (128, 128)}
+    assert all(s.B * s.T == 16384 and s.H == 16 and s.dtype == "bf16" for s in shapes)
+    assert [s.B for s in shapes if s.K == 128] == [8, 4, 2, 1]
+    two = tune.parse_shapes("K=64 V=32 T=100 B=3 dtype=fp32,bf16; K=16 T=8 tokens=8")
+    assert two == [tune.Shape("fp32", 3, 100, 16, 64, 32), tune.Shape("bf16", 3, 100, 16, 64, 32),
+                   tune.Shape("bf16", 1, 8, 16, 16, 16)]
+    for bad in ("K=64", "T=64", "K=64 T=1 X=2", "K=64,128 V=64 T=8"):
+        with pytest.raises(ValueError):
+            tune.parse_shapes(bad)
+
+
+# ----------------------------------------------------------------------------- the search loop
+def _ref():
+    return (torch.ones(3), torch.arange(4.))
+
+
+def test_search_skips_failing_wrong_and_unfit_configs():
+    cands = [{"c": 0}, {"c": 1}, {"c": 2}, {"c": 3}, {"c": 4}, {"c": 5}]
+    ms = {0: 2.0, 2: 1.0, 5: 1.5}
+
+    def run(cfg):
+        c = cfg["c"]
+        if c == 1:
+            raise RuntimeError("OutOfResources: shared memory, Required: 300000")
+        if c == 3:
+            return (torch.ones(3), torch.arange(4.) * 1.5)  # a config that changes results
+        if c == 4:
+            return (torch.full((3,), math.nan), torch.arange(4.))
+        return (torch.ones(3) + 1e-4, torch.arange(4.))
+
+    verdicts = [prefilter.Verdict(False, "spills 500/500 B", 1, 255, 500)] + \
+        [prefilter.Verdict(True)] * 4 + [prefilter.Verdict(False, "shared memory 300000 B > 232448")]
+    seen = []
+    trials = tune.search(cands, run, lambda cfg: ms[cfg["c"]], _ref(), 1e-3, math.inf, verdicts=verdicts,
+                         on_trial=seen.append)
+    assert [t["status"] for t in trials] == ["ok", "error", "ok", "mismatch", "mismatch", "resources"]
+    assert trials[0]["ms"] == 2.0  # the default runs even when the resource model objects
+    assert "OutOfResources" in trials[1]["detail"] and trials[1]["ms"] is None
+    assert "shared memory" in trials[5]["detail"]
+    assert seen == trials
+    assert tune.best_of(trials)["config"] == {"c": 2}
+
+
+def test_search_resumes_and_stops_at_the_budget():
+    cands = [{"c": i} for i in range(4)]
+    ran = []
+
+    def run(cfg):
+        ran.append(cfg["c"])
+        return _ref()
+
+    trials = []
+    with pytest.raises(tune.BudgetExceeded):
+        tune.search(cands, run, lambda cfg: 1.0, _ref(), 1e-3, time.monotonic() - 1, on_trial=trials.append)
+    assert trials == [] and ran == []
+    trials = tune.search(cands, run, lambda cfg: 1.0, _ref(), 1e-3, math.inf, tried=[{"c": 0}, {"c": 2}])
+    assert ran == [1, 3] and [t["config"] for t in trials] == [{"c": 1}, {"c": 3}]
+
+
+def test_max_rel_diff():
+    a = (torch.tensor([1., 2.]), None, (torch.tensor([4.]),))
+    assert tune.max_rel_diff(a, a) == 0
+    assert tune.max_rel_diff((torch.tensor([1., 2.2]),), (torch.tensor([1., 2.]),)) == pytest.approx(0.1)
+    assert tune.max_rel_diff((torch.ones(2),), (torch.ones(3),)) == math.inf
+    assert tune.max_rel_diff((torch.ones(2),), (torch.ones(2), torch.ones(2))) == math.inf
+
+
+# ----------------------------------------------------------------------------- end to end (interpreter)
+@pytest.mark.timeout(180)
+def test_tuner_end_to_end_in_the_interpreter(tmp_path, monkeypatch):
+    """The real search on CPU: deltanet at a tiny shape, two candidates of one kernel, through the
+    resource model (sm_90 AOT compiles), verification against the default, timing, the file, the
+    resume, and the lookup reading the result. ~25 s on 2 cores (bf16: at fp32 the IEEE dots of
+    chunk_grad_bwd spill kilobytes, and their sm_90 compiles take a minute)."""
+    monkeypatch.setitem(configs.SPACES, "linear", {"chunk_grad_bwd": ("bwd", {"BV": (16, 32)}),
+                                                   "fused_recurrent_fwd": ("recurrent", {"BV": (16, 32)})})
+    shape = tune.Shape("bf16", 1, 32, 1, 32, 32)
+    lines = []
+    path = tune.tune_package("generated.deltanet", [shape], device="cpu", out=tmp_path, jobs=2, progress=False,
+                             echo=lines.append)
+    from generated.deltanet import spec as dn_spec
+
+    assert path == tmp_path / "cpu" / f"deltanet-{dn_spec.SPEC_HASH}.json"
+    data = cache.load(path, "deltanet", dn_spec.SPEC_HASH, lookup.package_kernels_hash("generated.deltanet"))
+    assert data["gpu"] == "cpu" and set(data["versions"]) >= {"torch", "triton", "gka_gen"}
+    bucket = data["backends"]["triton"]["bf16/K32/V32/T32"]
+    assert bucket["shape"] == {"dtype": "bf16", "B": 1, "T": 32, "H": 1, "K": 32, "V": 32}
+    entry = bucket["kernels"]["fused_recurrent_fwd"]
+    assert entry["done"] and entry["phase"] == "recurrent"
+    assert entry["default"] == {"BV": 32, "num_warps": 1}  # 2048 // K, capped by V
+    assert [t["config"]["BV"] for t in entry["trials"]] == [32, 16]
+    assert all(t["status"] == "ok" and t["ms"] > 0 and t["rel_diff"] <= tune.TOLERANCE["bf16"]
+               and t["resources"]["spill"] == 0 for t in entry["trials"])
+    assert entry["config"] == min(entry["trials"], key=lambda t: t["ms"])["config"]
+    assert entry["default_ms"] == entry["trials"][0]["ms"]
+    bwd = bucket["kernels"]["chunk_grad_bwd"]  # timed inside the backward, verified on every gradient
+    assert bwd["done"] and [t["config"]["BV"] for t in bwd["trials"]] == [32, 16]
+    assert all(t["status"] == "ok" for t in bwd["trials"])
+
+    # cut short after one candidate: the resumed search checks and runs only the other one
+    data["backends"]["triton"]["bf16/K32/V32/T32"]["kernels"]["fused_recurrent_fwd"]["trials"].pop()
+    data["backends"]["triton"]["bf16/K32/V32/T32"]["kernels"]["fused_recurrent_fwd"]["done"] = False
+    cache.save(path, data)
+    checked = []
+    real_check = prefilter.check
+    monkeypatch.setattr(prefilter, "check", lambda *a: checked.append(a[5]) or real_check(*a))
+    tune.tune_package("generated.deltanet", [shape], device="cpu", out=tmp_path, jobs=2, progress=False,
+                      echo=lines.append)
+    assert checked == [{"fused_recurrent_fwd": [{"BV": 16, "num_warps": 1}]}]
+    again = json.loads(path.read_text())["backends"]["triton"]["bf16/K32/V32/T32"]["kernels"]
+    assert again["fused_recurrent_fwd"]["done"] and again["fused_recurrent_fwd"]["trials"][0] == entry["trials"][0]
+    assert [t["config"]["BV"] for t in again["fused_recurrent_fwd"]["trials"]] == [32, 16]
+    assert again["chunk_grad_bwd"] == bwd  # a finished kernel is not touched
+
+    # resumed again: nothing left to do, nothing re-timed
+    before = path.read_text()
+    tune.tune_package("generated.deltanet", [shape], device="cpu", out=tmp_path, jobs=2, progress=False,
+                      echo=lines.append)
+    assert json.loads(path.read_text())["backends"] == json.loads(before)["backends"]
+    assert any("done already" in x for x in lines)
+
+    # and the package picks the result up (as it would on a GPU of that name)
+    monkeypatch.setenv("GKA_GEN_AUTOTUNE_DIR", str(tmp_path))
+    monkeypatch.setattr(lookup, "gpu_name", lambda x: "cpu")
+    lookup.invalidate()
+    from generated.deltanet.triton_kernels import common
+
+    q = torch.empty(1, 32, 1, 32, dtype=torch.bfloat16)
+    assert common.launch_config("fused_recurrent_fwd", q, 32, 32, 32) == again["fused_recurrent_fwd"]["config"]
+    assert common.launch_config("chunk_grad_bwd", q, 32, 32, 32) == bwd["config"]
+    assert common.launch_config("chunk_state_bwd", q, 32, 32, 32) == common.default_config("chunk_state_bwd", 32, 32)
+    lookup.invalidate()
+
+
+# ----------------------------------------------------------------------------- the command
+def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
+    """`gka-gen autotune` glue, as on a GPU: each spec's generated package in turn with the shapes
+    and one deadline; a used-up budget stops it (exit 3, resumable); TileLang is reported, not run."""
+    from typer.testing import CliRunner
+
+    from gka_gen.cli import app
+
+    calls = []
+
+    def fake_tune(package, shapes, **kw):
+        calls.append((package, shapes, kw["deadline"]))
+        if package == "generated.gka":
+            raise tune.BudgetExceeded
+        return Path("x.json")
+
+    monkeypatch.setattr(tune, "tune_package", fake_tune)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    r = CliRunner().invoke(app, ["autotune", "specs/deltanet.yaml", "specs/gka.yaml", "specs/kda.yaml",
+                                 "--shapes", "K=128 T=4096", "--budget-min", "2"])
+    assert r.exit_code == 3, r.output
+    assert [c[0] for c in calls] == ["generated.deltanet", "generated.gka"]  # stopped at the budget
+    assert calls[0][1] == [tune.Shape("bf16", 4, 4096, 16, 128, 128)]
+    assert calls[0][2] == calls[1][2] and calls[0][2] - time.monotonic() < 120  # one deadline for the run
+    assert "run the same command again to resume" in r.output
+
+    calls.clear()
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--backend", "tilelang"])
+    assert r.exit_code == 0 and calls == [] and "no TileLang kernels" in r.output
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--shapes", "K=128"])
+    assert r.exit_code == 2 and calls == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml"])
+    assert r.exit_code == 2 and "needs a CUDA GPU" in r.output and calls == []
