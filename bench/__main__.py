@@ -3,13 +3,15 @@
     speed        fwd and fwd+bwd time vs flash-linear-attention and SDPA (bench/speed)
     correctness  generated kernels in bf16 vs the fp32 reference (bench/gpu_correctness.py)
     stress       GKA residual vs iterations, NaN/inf sweep (bench/gpu_stress.py)
+    tilelang     TileLang forward kernels vs the fp32 reference and Triton (bench/tilelang_check.py)
 
 Each command takes --help. The older `python -m bench.gpu_correctness` form still works.
 """
 import importlib
 import sys
 
-COMMANDS = {"speed": "bench.speed.run", "correctness": "bench.gpu_correctness", "stress": "bench.gpu_stress"}
+COMMANDS = {"speed": "bench.speed.run", "correctness": "bench.gpu_correctness", "stress": "bench.gpu_stress",
+            "tilelang": "bench.tilelang_check"}
 
 
 def main(argv=None) -> int:

@@ -427,8 +427,9 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     assert "run the same command again to resume" in r.output
 
     calls.clear()
-    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--backend", "tilelang"])
-    assert r.exit_code == 0 and calls == [] and "no TileLang kernels" in r.output
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "specs/gka.yaml", "--backend", "tilelang"])
+    assert r.exit_code == 0 and calls == []
+    assert "kda: TileLang kernels have no tunable configs yet" in r.output and "gka: no TileLang kernels" in r.output
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--shapes", "K=128"])
     assert r.exit_code == 2 and calls == []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -96,9 +96,12 @@ def test_tilelang_rows_follow_the_generated_packages():
 
     for spec in OURS:
         got, notes = calls.ours_available_backends(spec, ["triton", "tilelang"])
-        has_tilelang = importlib.import_module(f"generated.{spec}.ops")._tilelang_kernels is not None
+        tl = importlib.import_module(f"generated.{spec}.ops")._tilelang_kernels
+        has_tilelang = tl is not None and "chunk_bwd" in tl.KERNELS  # rows time the backward too
         assert got == (["triton", "tilelang"] if has_tilelang else ["triton"])
         assert bool(notes) != has_tilelang
+        if tl is not None and not has_tilelang:
+            assert "no chunk_bwd" in notes[0]
 
 
 def test_cli_defaults():

@@ -56,11 +56,14 @@ def test_layout(fresh):
             assert (pkg / f).is_file(), f"{name}/{f}"
         if (gen.TEMPLATE_ROOT / "package" / "layer.py.j2").exists():
             assert (pkg / "layer.py").is_file()
-        # The kernel folder exists exactly when the family has templates.
+        # Each backend's kernel folder exists exactly when the spec lists the backend and the
+        # family has templates for it.
         spec = load_spec(ROOT / "specs" / f"{name}.yaml")
         program = gen._lower(spec, canonicalize(spec))
-        has = any((gen.TEMPLATE_ROOT / program.template_dir("triton")).glob("*.py.j2"))
-        assert (pkg / "triton_kernels" / "__init__.py").is_file() == has
+        for backend in ("triton", "tilelang"):
+            has = backend in spec.file.backends and any(
+                (gen.TEMPLATE_ROOT / program.template_dir(backend)).glob("*.py.j2"))
+            assert (pkg / f"{backend}_kernels" / "__init__.py").is_file() == has, (name, backend)
 
 
 def test_every_file_has_the_header(fresh):

@@ -43,11 +43,18 @@ def make_case_inputs(case: Case, *, dtype: torch.dtype, device: str, seed: int =
 
 
 def ours_available_backends(spec: str, wanted: list[str]) -> tuple[list[str], list[str]]:
-    """(usable backends of our package `spec` among `wanted`, notes on those skipped)."""
+    """(usable backends of our package `spec` among `wanted`, notes on those skipped).
+
+    Every row times forward and backward, so a backend needs chunk_bwd: the TileLang packages list
+    their kernels in KERNELS, and one without chunk_bwd is skipped with a note."""
     ops = importlib.import_module(f"generated.{spec}.ops")
-    have = {"triton": ops._triton_kernels is not None, "tilelang": ops._tilelang_kernels is not None,
+    tl = ops._tilelang_kernels
+    have = {"triton": ops._triton_kernels is not None, "tilelang": tl is not None and "chunk_bwd" in tl.KERNELS,
             "reference": True}
-    notes = [f"{spec}: no {b} kernels in generated/{spec}, {b} rows skipped" for b in wanted if not have[b]]
+    why = {b: f"no {b} kernels in generated/{spec}" for b in have}
+    if tl is not None:
+        why["tilelang"] = f"TileLang has no chunk_bwd for {spec} yet (python -m bench tilelang times its forward)"
+    notes = [f"{spec}: {why[b]}, {b} rows skipped" for b in wanted if not have[b]]
     return [b for b in wanted if have[b]], notes
 
 

@@ -12,6 +12,9 @@ Layout [B, T, H, K] as in flash-linear-attention; gates in log space; states fp3
 [N, H, ...].
 backend: "triton" | "tilelang" | "reference" | "auto" (Triton on CUDA tensors, and on CPU
 when the package was imported with TRITON_INTERPRET=1; otherwise the spec-derived reference).
+"tilelang" runs only where TileLang is installed and a CUDA GPU is present, and only the kernels
+its package lists in KERNELS: a call that needs another one (the backward, where it is not
+written yet) raises, naming it. "auto" never picks TileLang yet (no timings to prefer it by).
 
 cp_group: a torch.distributed process group for context parallelism: each rank passes its
 contiguous slice of the sequence and gets that slice's outputs, as if the whole sequence had run
@@ -41,7 +44,9 @@ except Exception as _e:  # noqa: BLE001 - the reference backend must stay usable
     _triton_kernels, _TRITON_ERROR = None, f"{type(_e).__name__}: {_e}"
 else:
     _TRITON_ERROR = None
-_tilelang_kernels = None  # templates/tilelang/linear had no templates when this was generated
+# Imports no TileLang (the kernels compile on first use), so this works where TileLang is absent;
+# _rt.resolve_backend asks the package why it cannot run before a call is routed to it.
+from . import tilelang_kernels as _tilelang_kernels
 # Triton decides interpreter vs compiler when the kernels are decorated (imported), so this is
 # fixed for the life of the process; a constant also keeps torch.compile from tracing it.
 _INTERPRETED = _rt.kernels_interpreted(_triton_kernels)
@@ -258,6 +263,9 @@ def _run(mode, op, a, backend, cp_group=None):
     backend = _rt.resolve_backend(backend, a["q"].device, op, triton_pkg=_triton_kernels,
                                   triton_error=_TRITON_ERROR, tilelang_pkg=_tilelang_kernels,
                                   interpreted=_INTERPRETED)
+    if backend == "tilelang":
+        _rt.require_kernels(_tilelang_kernels, op, NAME, "chunk_fwd" if mode == "chunk" else "fused_recurrent_fwd",
+                            needs_grad=_rt.needs_grad(a))
     if backend == "reference":
         # The user's own arguments: the reference resolves the spec defaults itself.
         return _spec.reference_op()(**a)

@@ -14,6 +14,9 @@ Layout [B, T, H, K] as in flash-linear-attention; gates in log space; states fp3
 [N, H, ...] (final_state: a tuple (H, U)).
 backend: "triton" | "tilelang" | "reference" | "auto" (Triton on CUDA tensors, and on CPU
 when the package was imported with TRITON_INTERPRET=1; otherwise the spec-derived reference).
+"tilelang" runs only where TileLang is installed and a CUDA GPU is present, and only the kernels
+its package lists in KERNELS: a call that needs another one (the backward, where it is not
+written yet) raises, naming it. "auto" never picks TileLang yet (no timings to prefer it by).
 
 cp_group: a torch.distributed process group for context parallelism: each rank passes its
 contiguous slice of the sequence and gets that slice's outputs, as if the whole sequence had run
@@ -266,6 +269,9 @@ def _run(mode, op, a, backend, cp_group=None):
     backend = _rt.resolve_backend(backend, a["q"].device, op, triton_pkg=_triton_kernels,
                                   triton_error=_TRITON_ERROR, tilelang_pkg=_tilelang_kernels,
                                   interpreted=_INTERPRETED)
+    if backend == "tilelang":
+        _rt.require_kernels(_tilelang_kernels, op, NAME, "chunk_fwd" if mode == "chunk" else "fused_recurrent_fwd",
+                            needs_grad=_rt.needs_grad(a))
     if backend == "reference":
         # The user's own arguments: the reference resolves the spec defaults itself.
         return _spec.reference_op()(**a)

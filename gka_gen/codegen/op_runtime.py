@@ -64,7 +64,10 @@ def resolve_backend(backend: str, device: torch.device, op: str, *, triton_pkg, 
 
     auto: Triton on a CUDA device; on CPU, Triton only when its kernels were imported in the
     interpreter (TRITON_INTERPRET=1 before the package was imported), else the reference -
-    quietly, as CPU use without the interpreter is the normal case of a CPU machine.
+    quietly, as CPU use without the interpreter is the normal case of a CPU machine. auto never
+    picks TileLang yet: nothing measured says when it is the faster one (docs/backends.md).
+    tilelang: only by name, on CUDA tensors, where TileLang is installed (``tilelang_pkg.unavailable``
+    says why not); which kernels it has is checked per call by `require_kernels`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
@@ -90,7 +93,36 @@ def resolve_backend(backend: str, device: torch.device, op: str, *, triton_pkg, 
                              "or 'reference')")
         if dev != "cuda":
             raise ValueError(f"{op}: TileLang kernels need CUDA tensors, got {device}")
+        why = tilelang_pkg.unavailable()
+        if why:
+            raise RuntimeError(f"{op}: the TileLang kernels cannot run here: {why}")
     return backend
+
+
+def needs_grad(a: dict) -> bool:
+    """Whether autograd will record a call on the arguments ``a`` (so a backward may follow)."""
+    if not torch.is_grad_enabled():
+        return False
+    for x in a.values():
+        for t in x if isinstance(x, (tuple, list)) else (x,):
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                return True
+    return False
+
+
+def require_kernels(pkg, op: str, variant: str, kernel: str, *, needs_grad: bool) -> None:
+    """Raise unless the kernel package ``pkg`` (one that lists its kernels in KERNELS, as the
+    TileLang packages do while some are unwritten) has ``kernel``, and chunk_bwd when a gradient
+    may be asked for: a missing kernel is an error that names it, never a silent switch to
+    another backend (nor a backward that fails later, far from the call)."""
+    wanted = [kernel] + (["chunk_bwd"] if needs_grad else [])
+    missing = [k for k in wanted if k not in pkg.KERNELS]
+    if not missing:
+        return
+    why = " (a gradient needs chunk_bwd)" if "chunk_bwd" in missing else ""
+    hint = ", or call it under torch.no_grad()" if missing == ["chunk_bwd"] else ""
+    raise NotImplementedError(f"{op}: the TileLang backend of {variant} has no {' and no '.join(missing)} kernel "
+                              f"yet{why}; it has {', '.join(pkg.KERNELS)}. Use backend='triton'{hint}.")
 
 
 # ----------------------------------------------------------------------------- checks

@@ -1,0 +1,209 @@
+"""TileLang kernels, checked on a CPU machine (no GPU runs here: bench/tilelang_check.py does that).
+
+* every TileLang program of every generated package lowers to CUDA source for sm_90 (inside a
+  tvm Target context), at K = V = 64 and at K = V = 80 (not a power of two: tiles of 16);
+* that source compiles with nvcc for sm_90a (compile only), where nvcc is installed, and the
+  PTX still holds the tensor-core instructions the source asked for;
+* the generated packages import, and say clearly why TileLang cannot run, where TileLang is not
+  installed; a call that needs a kernel TileLang does not have yet raises, naming it.
+
+Lowered sources are cached in pytest's cache folder, keyed by the TileLang version and the
+generated kernel files, so the compile test (possibly on another xdist worker) and reruns reuse
+them instead of lowering again.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gka_gen.codegen import op_runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+GENERATED = ROOT / "generated"
+PACKAGES = sorted(p.parent.parent.name for p in GENERATED.glob("*/tilelang_kernels/__init__.py"))
+ALL_PACKAGES = sorted(p.parent.name for p in GENERATED.glob("*/ops.py"))
+HEAD_DIMS = (64, 80)  # K = V
+
+needs_tilelang = pytest.mark.skipif(importlib.util.find_spec("tilelang") is None, reason="TileLang is not installed")
+
+
+def _sources_key(name: str, K: int) -> str:
+    import tilelang
+
+    h = hashlib.sha256(f"{tilelang.__version__} K={K}".encode())
+    for f in sorted((GENERATED / name / "tilelang_kernels").glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:24]
+
+
+@pytest.fixture(scope="session")
+def lowered(request):
+    """lowered(name, K) -> {kernel name: CUDA source} of package `name` at K = V."""
+    cache_dir = Path(request.config.cache.mkdir("tilelang_lowered"))
+
+    def get(name: str, K: int) -> dict[str, str]:
+        path = cache_dir / f"{name}-{_sources_key(name, K)}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        import tilelang
+        from tilelang import tvm
+
+        pkg = importlib.import_module(f"generated.{name}.tilelang_kernels")
+        sources = {}
+        with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}) as target:
+            for kernel, func in pkg.programs(K, K).items():
+                sources[kernel] = tilelang.lower(func, target=target).kernel_source
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(sources))
+        os.replace(tmp, path)  # atomic: another worker may be writing the same entry
+        return sources
+
+    return get
+
+
+def test_tilelang_packages_are_the_linear_family():
+    """What this session's templates cover (templates/tilelang/linear); the ridge family has none yet."""
+    assert PACKAGES == ["deltanet", "gated_deltanet", "gla", "kda"]
+
+
+@needs_tilelang
+@pytest.mark.parametrize("K", HEAD_DIMS)
+@pytest.mark.parametrize("name", PACKAGES)
+def test_lowers_to_cuda_source(lowered, name, K):
+    sources = lowered(name, K)
+    # one program per kernel launched by chunk_fwd, and the recurrent one
+    assert sorted(sources) == ["chunk_intra_fwd", "chunk_output_fwd", "chunk_state_fwd", "fused_recurrent_fwd"]
+    for kernel, src in sources.items():
+        assert f'extern "C" __global__ void __launch_bounds__' in src, kernel
+        assert f"void {kernel}_kernel(" in src, kernel
+
+
+CUDA_FLAGS = ["-std=c++20", "-w", "-Xcudafe", "--diag_suppress=177", "-c",
+              # sm_90a, as TileLang itself compiles for an H100: the wgmma/TMA templates it emits for
+              # "sm_90" compile to traps, silently, under plain -arch=sm_90 (docs/backends.md)
+              "-gencode", "arch=compute_90a,code=sm_90a"]
+
+
+@needs_tilelang
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("K", HEAD_DIMS)
+@pytest.mark.parametrize("name", PACKAGES)
+def test_source_compiles_with_nvcc(lowered, name, K, tmp_path):
+    from tilelang.env import CUTLASS_INCLUDE_DIR, TILELANG_TEMPLATE_PATH
+
+    sources = lowered(name, K)
+    # one translation unit per package: the headers (cutlass, tl_templates) dominate nvcc's time
+    cu = tmp_path / f"{name}_K{K}.cu"
+    cu.write_text("\n".join(sources.values()))
+    r = subprocess.run(["nvcc", *CUDA_FLAGS, f"-I{CUTLASS_INCLUDE_DIR}", f"-I{TILELANG_TEMPLATE_PATH}",
+                        "--keep", f"--keep-dir={tmp_path}", str(cu), "-o", str(tmp_path / "out.o")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    ptx = "".join(p.read_text() for p in tmp_path.glob("*.ptx"))
+    for kernel, src in sources.items():
+        assert f".entry {kernel}_kernel(" in ptx, kernel
+    if any("tl::wgmma_ss" in src for src in sources.values()):
+        assert "wgmma.mma_async" in ptx
+    if any("tl::mma_sync" in src for src in sources.values()):
+        assert "mma.sync.aligned" in ptx
+
+
+# ----------------------------------------------------------------------------- without TileLang
+
+_WITHOUT_TILELANG = """
+import sys
+sys.modules["tilelang"] = None   # `import tilelang` raises, find_spec("tilelang") is None
+sys.modules["tvm"] = None
+import torch
+import gka_gen, gka_gen.codegen.generate
+out = {}
+for name in NAMES:
+    ops = __import__(f"generated.{name}.ops", fromlist=["ops"])
+    tl = ops._tilelang_kernels
+    out[name] = None if tl is None else [list(tl.KERNELS), tl.unavailable()]
+print(json.dumps(out))
+"""
+
+
+def _run_python(code: str) -> str:
+    r = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-4000:]
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_packages_import_without_tilelang():
+    out = json.loads(_run_python(f"NAMES = {ALL_PACKAGES!r}\n" + _WITHOUT_TILELANG))
+    assert sorted(out) == ALL_PACKAGES
+    for name, got in out.items():
+        if name not in PACKAGES:
+            assert got is None, name
+            continue
+        kernels, why = got
+        assert kernels == ["chunk_fwd", "fused_recurrent_fwd"]
+        assert "TileLang is not installed" in why
+
+
+def test_importing_a_package_does_not_import_tilelang():
+    """TileLang takes seconds to import (TVM): only a TileLang kernel call may pay for it."""
+    out = _run_python("import sys\nimport generated.kda, generated.gated_deltanet\n"
+                      "print(json.dumps([m for m in sys.modules if m.split('.')[0] in ('tilelang', 'tvm')]))")
+    assert json.loads(out) == []
+
+
+# ----------------------------------------------------------------------------- routing
+
+
+class _FakeTileLang:
+    KERNELS = ("chunk_fwd", "fused_recurrent_fwd")
+
+    def __init__(self, why=None):
+        self.why = why
+
+    def unavailable(self):
+        return self.why
+
+
+def test_tilelang_backend_routing():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    kw = dict(triton_pkg=object(), triton_error=None, interpreted=False)
+    assert op_runtime.resolve_backend("tilelang", cuda, "op", tilelang_pkg=_FakeTileLang(), **kw) == "tilelang"
+    # auto never picks TileLang, installed or not
+    assert op_runtime.resolve_backend("auto", cuda, "op", tilelang_pkg=_FakeTileLang(), **kw) == "triton"
+    with pytest.raises(RuntimeError, match="cannot run here: TileLang is not installed"):
+        op_runtime.resolve_backend("tilelang", cuda, "op", tilelang_pkg=_FakeTileLang("TileLang is not installed"),
+                                   **kw)
+    with pytest.raises(ValueError, match="need CUDA tensors"):
+        op_runtime.resolve_backend("tilelang", cpu, "op", tilelang_pkg=_FakeTileLang(), **kw)
+    with pytest.raises(ValueError, match="no TileLang kernels were generated"):
+        op_runtime.resolve_backend("tilelang", cuda, "op", tilelang_pkg=None, **kw)
+
+
+def test_a_missing_kernel_is_an_error_that_names_it():
+    pkg = _FakeTileLang()
+    op_runtime.require_kernels(pkg, "chunk_x", "x", "chunk_fwd", needs_grad=False)
+    with pytest.raises(NotImplementedError, match=r"has no chunk_bwd kernel yet \(a gradient needs chunk_bwd\).*"
+                                                  r"backend='triton', or call it under torch.no_grad\(\)"):
+        op_runtime.require_kernels(pkg, "chunk_x", "x", "chunk_fwd", needs_grad=True)
+    pkg.KERNELS = ("chunk_fwd",)
+    with pytest.raises(NotImplementedError, match="has no fused_recurrent_fwd kernel yet; it has chunk_fwd"):
+        op_runtime.require_kernels(pkg, "fused_recurrent_x", "x", "fused_recurrent_fwd", needs_grad=False)
+
+
+def test_needs_grad():
+    x = torch.zeros(2, requires_grad=True)
+    assert op_runtime.needs_grad({"q": x, "g": None})
+    assert op_runtime.needs_grad({"initial_state": (torch.zeros(1), x)})
+    assert not op_runtime.needs_grad({"q": x.detach(), "scale": 1.0})
+    with torch.no_grad():
+        assert not op_runtime.needs_grad({"q": x})
