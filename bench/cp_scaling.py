@@ -194,7 +194,7 @@ def _write(args, world, checks, times):
     for c in checks:
         per = ", ".join(f"{k} {v:.1e}" for k, v in c["max_rel_err"].items())
         lines.append(f"| {c['spec']} | {c['T_total']} | {max(c['max_rel_err'].values()):.2e} | {c['pass']} | {per} |")
-    lines += ["", f"## Time (median ms; fwd+bwd includes the exchange)", "",
+    lines += ["", "## Time (median ms; fwd+bwd includes the exchange)", "",
               f"| spec | T | {world} GPUs fwd | {world} GPUs fwd+bwd | 1 GPU all T fwd+bwd | 1 GPU T/{world} fwd+bwd | "
               f"speedup | cp / slice | peak GiB per GPU (cp / 1 GPU) |", "|---|---|---|---|---|---|---|---|---|"]
     for t in times:

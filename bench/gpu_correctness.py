@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from bench.per_spec import run_per_spec
 from gka_gen.reference import reference_op
 from gka_gen.spec import load_spec
 from gka_gen.symbolic.canonical import canonicalize
@@ -183,12 +184,9 @@ def main(argv=None):
 
 
 def _in_processes(a, argv):
-    """One child per spec (a.jobs at a time) writing to a scratch folder; their rows, in spec order."""
-    import subprocess
-    import tempfile
-
+    """One child per spec: every option but the spec list, the folder and the job count."""
     rest, skip = [], False
-    for x in argv:  # the children get every option but the spec list, the folder and the job count
+    for x in argv:
         if x in ("--specs", "--out", "--jobs"):
             skip = True
             continue
@@ -196,22 +194,9 @@ def _in_processes(a, argv):
             continue
         skip = False
         rest.append(x)
-    with tempfile.TemporaryDirectory() as tmp:
-        pending, running = list(a.specs), []
-        while pending or running:
-            while pending and len(running) < a.jobs:
-                name = pending.pop(0)
-                running.append(subprocess.Popen([sys.executable, "-m", "bench.gpu_correctness", "--specs", name,
-                                                 "--out", f"{tmp}/{name}", *rest], cwd=ROOT))
-            running[0].wait()
-            running = [r for r in running if r.poll() is None]
-        rows = []
-        for name in a.specs:
-            found = list(Path(tmp, name).glob("*.json"))
-            rows += json.loads(found[0].read_text())["results"] if found else [
-                {"spec": name, "backend": a.backend, "shape": dict(B="?", T="?", H="?", K=a.K, V=a.K),
-                 "error": "the child wrote nothing (see its output above)", "pass": False}]
-    return rows
+    return run_per_spec("bench.gpu_correctness", a.specs, a.jobs, rest, lambda name: {
+        "spec": name, "backend": a.backend, "shape": dict(B="?", T="?", H="?", K=a.K, V=a.K),
+        "error": "the child wrote nothing (see its output above)", "pass": False})
 
 
 def _version(mod):

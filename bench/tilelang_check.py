@@ -1,9 +1,11 @@
-"""GPU check of the TileLang kernels: forward outputs and final states against the spec's fp32
-reference and against the Triton backend, and their forward time beside Triton's.
+"""GPU check of the TileLang kernels: forward outputs and final states, and (where the package has
+chunk_bwd) the gradients of every input and of the initial state, against the spec's fp32
+reference and against the Triton backend; their forward (and forward + backward) time beside Triton's.
 
-Only what the TileLang packages have is checked (today: chunk_fwd and fused_recurrent_fwd of the
-linear family; no chunk_bwd, so every call runs under torch.no_grad()), plus the one promise about
-what they lack: a call that needs a gradient raises NotImplementedError naming chunk_bwd.
+Only what the TileLang packages have is checked: chunk_fwd and fused_recurrent_fwd of the linear
+family (under torch.no_grad()), and chunk_bwd where KERNELS lists it (today every linear spec);
+for a package without chunk_bwd, the one promise about what it lacks: a call that needs a gradient
+raises NotImplementedError naming it.
 
     python -m bench tilelang [--specs deltanet kda] [--quick] [--jobs 4] [--out bench/results]
 
@@ -28,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from bench.gpu_correctness import _err, _flat, _slice, _version
+from bench.gpu_correctness import _err, _flat, _slice, _version, check_spec
+from bench.per_spec import run_per_spec
 from gka_gen.reference import reference_op
 from gka_gen.spec import load_spec
 from gka_gen.symbolic.canonical import canonicalize
@@ -96,6 +99,44 @@ def check(name: str, shape: dict, mode: str, slices=((0, 0), (-1, -1))) -> dict:
     return {"errors": errors, "first_call_s": round(first_call_s, 1), "fwd_ms": ms}
 
 
+def has_bwd(name: str) -> bool:
+    return "chunk_bwd" in importlib.import_module(f"generated.{name}.tilelang_kernels").KERNELS
+
+
+def check_grad(name: str, shape: dict, slices=((0, 0), (-1, -1))) -> dict:
+    """Gradients through the TileLang chunk_fwd + chunk_bwd: vs the fp32 reference on two slices
+    (bench.gpu_correctness.check_spec, which also rechecks o and the final state), and vs Triton's
+    gradients everywhere (same inputs, same dO and dht)."""
+    B, T, H, K, V, cu = (shape[k] for k in ("B", "T", "H", "K", "V", "cu"))
+    dtype = DTYPES[shape["dtype"]]
+    t0 = time.time()
+    res = check_spec(name, backend="tilelang", B=B, T=T, H=H, K=K, V=V, cu=cu, dtype=dtype, slices=slices)
+    first_call_s = time.time() - t0
+    errors = {f"{k} vs reference": v for k, v in res["max_rel_err"].items()}
+    spec = load_spec(ROOT / "specs" / f"{name}.yaml")
+    fn = getattr(importlib.import_module(f"generated.{name}"), f"chunk_{name}")
+    args = make_inputs(spec, B=B, T=T, H=H, K=K, V=V, dtype=dtype, device="cuda", cu_seqlens=cu,
+                       initial_state=True, requires_grad=True)
+    leaves = {k: v for k, v in args.items() if isinstance(v, torch.Tensor) and v.requires_grad and k != "initial_state"}
+    leaves.update({f"h0[{i}]": s for i, s in enumerate(_flat(args["initial_state"]))})
+    with torch.no_grad():
+        o, final = fn(**args, output_final_state=True, backend="triton")
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    do = torch.randn(o.shape, generator=gen, device="cuda", dtype=o.dtype)
+    dht = [torch.randn(s.shape, generator=gen, device="cuda", dtype=s.dtype) for s in _flat(final)]
+
+    def grads(be):
+        o, final = fn(**args, output_final_state=True, backend=be)
+        return torch.autograd.grad([o, *_flat(final)], list(leaves.values()), [do, *dht], allow_unused=True)
+
+    g_tl, g_tr = grads("tilelang"), grads("triton")
+    for key, a, r in zip(leaves, g_tl, g_tr):
+        if r is not None:
+            errors[f"d{key} vs triton"] = math.inf if a is None else _err(a, r)
+    ms = {be: _time_ms(lambda be=be: grads(be)) for be in ("tilelang", "triton")}
+    return {"errors": errors, "first_call_s": round(first_call_s, 1), "fwd_bwd_ms": ms}
+
+
 def grad_is_refused(name: str) -> str | None:
     """None when a TileLang call that needs a gradient raises NotImplementedError naming chunk_bwd."""
     spec = load_spec(ROOT / "specs" / f"{name}.yaml")
@@ -130,14 +171,15 @@ def main(argv=None):
         return 0 if all(r["pass"] for r in rows) else 1
     rows = []
     for name in a.specs:
-        refused = grad_is_refused(name)
-        rows.append({"spec": name, "check": "gradient refused", "pass": refused is None, "error": refused})
+        if not has_bwd(name):
+            refused = grad_is_refused(name)
+            rows.append({"spec": name, "check": "gradient refused", "pass": refused is None, "error": refused})
         for shape in QUICK if a.quick else SHAPES:
-            for mode in ("chunk", "fused_recurrent"):
+            for mode in ("chunk", "fused_recurrent") + (("chunk_grad",) if has_bwd(name) else ()):
                 row = {"spec": name, "check": mode, "shape": shape}
                 t0 = time.time()
                 try:
-                    row.update(check(name, shape, mode))
+                    row.update(check_grad(name, shape) if mode == "chunk_grad" else check(name, shape, mode))
                     row["pass"] = max(row["errors"].values()) <= a.tol
                 except Exception as e:  # an error row; the other checks still run
                     row.update({"pass": False, "error": f"{type(e).__name__}: {e}"[:1000]})
@@ -145,7 +187,7 @@ def main(argv=None):
                 rows.append(row)
                 worst = max(row.get("errors", {"x": math.inf}).values())
                 print(f"{name:15s} {mode:15s} {shape} worst={worst:.2e} {'PASS' if row['pass'] else 'FAIL'} "
-                      f"{row.get('fwd_ms', '')} {row.get('error') or ''}", flush=True)
+                      f"{row.get('fwd_ms', row.get('fwd_bwd_ms', ''))} {row.get('error') or ''}", flush=True)
                 # written after every row: a run cut short keeps what it measured
                 (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
                 (a.out / f"{stem}.md").write_text(_markdown(meta, rows))
@@ -154,33 +196,19 @@ def main(argv=None):
 
 
 def _in_processes(a) -> list[dict]:
-    """Each spec in a child process (a.jobs at a time) writing to a scratch folder; their rows, in spec order."""
-    import subprocess
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pending, running = list(a.specs), []
-        while pending or running:
-            while pending and len(running) < a.jobs:
-                name = pending.pop(0)
-                cmd = [sys.executable, "-m", "bench.tilelang_check", "--specs", name, "--out", f"{tmp}/{name}",
-                       "--tol", str(a.tol), "--jobs", "1", *(["--quick"] if a.quick else [])]
-                running.append(subprocess.Popen(cmd, cwd=ROOT))
-            running[0].wait()
-            running = [r for r in running if r.poll() is None]
-        rows = []
-        for name in a.specs:
-            found = list(Path(tmp, name).glob("*.json"))
-            rows += json.loads(found[0].read_text())["results"] if found else [
-                {"spec": name, "check": "all", "pass": False, "error": "the child wrote nothing (see its output)"}]
-    return rows
+    return run_per_spec("bench.tilelang_check", a.specs, a.jobs,
+                        ["--tol", str(a.tol), "--jobs", "1", *(["--quick"] if a.quick else [])],
+                        lambda name: {"spec": name, "check": "all", "pass": False,
+                                      "error": "the child wrote nothing (see its output)"})
 
 
 def _markdown(meta, rows):
-    lines = [f"# TileLang forward check ({meta['gpu']}, {meta['date']})", "",
+    lines = [f"# TileLang check ({meta['gpu']}, {meta['date']})", "",
              f"torch {meta['torch']}, triton {meta['triton']}, tilelang {meta['tilelang']}. Command: `{meta['command']}`",
              "", f"Tolerance {meta['tolerance']} (max-abs error relative to the reference's max-abs, per tensor).", "",
-             "| spec | check | shape | dtype | worst vs reference | worst vs triton | fwd ms tilelang / triton | pass |",
+             "chunk_grad rows: gradients (and o, final state) through chunk_fwd + chunk_bwd; their time is",
+             "fwd + bwd.", "",
+             "| spec | check | shape | dtype | worst vs reference | worst vs triton | ms tilelang / triton | pass |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r.get("shape")
@@ -190,7 +218,7 @@ def _markdown(meta, rows):
         errs = r.get("errors", {})
         ref = max((v for k, v in errs.items() if k.endswith("reference")), default=math.inf)
         tri = max((v for k, v in errs.items() if k.endswith("triton")), default=math.inf)
-        ms = r.get("fwd_ms", {})
+        ms = r.get("fwd_ms") or r.get("fwd_bwd_ms") or {}
         timing = f"{ms['tilelang']:.3f} / {ms['triton']:.3f}" if ms else r.get("error", "")
         shape = f"B={s['B']} T={s['T']} H={s['H']} K={s['K']} V={s['V']}" + (f" cu={s['cu']}" if s["cu"] else "")
         lines.append(f"| {r['spec']} | {r['check']} | {shape} | {s['dtype']} | {ref:.1e} | {tri:.1e} | {timing} | "

@@ -1,9 +1,12 @@
 """TileLang kernels, checked on a CPU machine (no GPU runs here: bench/tilelang_check.py does that).
 
-* every TileLang program of every generated package lowers to CUDA source for sm_90 (inside a
-  tvm Target context), at K = V = 64 and at K = V = 80 (not a power of two: tiles of 16);
+* every TileLang program of every generated package (forward, and the chunked backward where it
+  exists) lowers to CUDA source for sm_90 (inside a tvm Target context), at K = V = 64 and at
+  K = V = 80 (not a power of two: tiles of 16);
 * that source compiles with nvcc for sm_90a (compile only), where nvcc is installed, and the
   PTX still holds the tensor-core instructions the source asked for;
+* chunk_bwd's host code launches each program with arguments that match its signature (CPU
+  tensors, launches replaced by a check);
 * the generated packages import, and say clearly why TileLang cannot run, where TileLang is not
   installed; a call that needs a kernel TileLang does not have yet raises, naming it.
 
@@ -33,6 +36,10 @@ GENERATED = ROOT / "generated"
 PACKAGES = sorted(p.parent.parent.name for p in GENERATED.glob("*/tilelang_kernels/__init__.py"))
 ALL_PACKAGES = sorted(p.parent.name for p in GENERATED.glob("*/ops.py"))
 HEAD_DIMS = (64, 80)  # K = V
+# the packages with a TileLang chunk_bwd: all of the linear family (decay none / scalar / channel)
+BWD_PACKAGES = ["deltanet", "gated_deltanet", "gla", "kda"]
+FWD_KERNELS = ["chunk_intra_fwd", "chunk_output_fwd", "chunk_state_fwd", "fused_recurrent_fwd"]
+BWD_KERNELS = ["chunk_grad_bwd", "chunk_state_bwd"]
 
 needs_tilelang = pytest.mark.skipif(importlib.util.find_spec("tilelang") is None, reason="TileLang is not installed")
 
@@ -81,10 +88,11 @@ def test_tilelang_packages_are_the_linear_family():
 @pytest.mark.parametrize("name", PACKAGES)
 def test_lowers_to_cuda_source(lowered, name, K):
     sources = lowered(name, K)
-    # one program per kernel launched by chunk_fwd, and the recurrent one
-    assert sorted(sources) == ["chunk_intra_fwd", "chunk_output_fwd", "chunk_state_fwd", "fused_recurrent_fwd"]
+    # one program per kernel launched by chunk_fwd, the recurrent one, and chunk_bwd's two (it
+    # also relaunches chunk_intra_fwd / chunk_state_fwd to recompute the forward's intermediates)
+    assert sorted(sources) == sorted(FWD_KERNELS + (BWD_KERNELS if name in BWD_PACKAGES else []))
     for kernel, src in sources.items():
-        assert f'extern "C" __global__ void __launch_bounds__' in src, kernel
+        assert 'extern "C" __global__ void __launch_bounds__' in src, kernel
         assert f"void {kernel}_kernel(" in src, kernel
 
 
@@ -116,6 +124,60 @@ def test_source_compiles_with_nvcc(lowered, name, K, tmp_path):
         assert "wgmma.mma_async" in ptx
     if any("tl::mma_sync" in src for src in sources.values()):
         assert "mma.sync.aligned" in ptx
+
+
+@needs_tilelang
+@pytest.mark.parametrize("name", BWD_PACKAGES)
+def test_chunk_bwd_launches_match_the_programs(name, monkeypatch):
+    """chunk_bwd's host code, run on CPU tensors with each launch replaced by a check of its
+    arguments against the prim_func's signature: count, dtypes, static dims, and every dynamic dim
+    (tokens, sequences, chunks) bound consistently across the call's tensors. What a GPU run would
+    otherwise find first, as a TVM argument error."""
+    from gka_gen.spec import load_spec
+    from gka_gen.testing import make_inputs
+
+    bwd = importlib.import_module(f"generated.{name}.tilelang_kernels.bwd")
+    names = {torch.bfloat16: "bfloat16", torch.float32: "float32", torch.int32: "int32"}
+    launched = []
+
+    def checked(program, **params):
+        func = program(**params)
+
+        def launch(*args):
+            assert len(args) == len(func.params), program.__name__
+            dims = {}
+            for param, arg in zip(func.params, args):
+                buf = func.buffer_map.get(param)
+                if buf is None:
+                    assert not isinstance(arg, torch.Tensor), (program.__name__, param)
+                    continue
+                what = (program.__name__, buf.name, tuple(arg.shape), list(buf.shape))
+                assert names[arg.dtype] == str(buf.dtype) and arg.is_contiguous(), what
+                assert arg.dim() == len(buf.shape), what
+                for size, dim in zip(arg.shape, buf.shape):
+                    static = hasattr(dim, "value")
+                    assert (size == dim.value) if static else dims.setdefault(str(dim), size) == size, what
+            launched.append(program.__name__)
+
+        return launch
+
+    monkeypatch.setattr(bwd, "compiled", checked)
+    spec = load_spec(ROOT / "specs" / f"{name}.yaml")
+    for cu, with_states in ((None, True), ([0, 10, 100, 130], False)):
+        B, T = (2, 100) if cu is None else (1, 130)
+        args = make_inputs(spec, B=B, T=T, H=2, K=80, V=80, dtype=torch.bfloat16, device="cpu", cu_seqlens=cu,
+                           initial_state=with_states)
+        N = B if cu is None else len(cu) - 1
+        dht = torch.randn(N, 2, 80, 80) if with_states else None
+        grads = bwd.chunk_bwd(args["q"], args["k"], args["v"], args.get("g"), args.get("beta"), 0.1,
+                              args.get("initial_state"), args.get("cu_seqlens"), torch.randn_like(args["v"]), dht, {})
+        for grad, x in zip(grads, ("q", "k", "v", "g", "beta", "initial_state")):
+            assert (grad is None) == (args.get(x) is None), x
+            if grad is not None:
+                want = torch.float32 if x == "initial_state" else args[x].dtype
+                assert grad.shape == args[x].shape and grad.dtype == want, x
+    assert launched == ["chunk_intra_fwd_program", "chunk_state_fwd_program", "chunk_state_bwd_program",
+                        "chunk_grad_bwd_program"] * 2
 
 
 # ----------------------------------------------------------------------------- without TileLang
@@ -150,7 +212,7 @@ def test_packages_import_without_tilelang():
             assert got is None, name
             continue
         kernels, why = got
-        assert kernels == ["chunk_fwd", "fused_recurrent_fwd"]
+        assert kernels == ["chunk_fwd", "fused_recurrent_fwd"] + (["chunk_bwd"] if name in BWD_PACKAGES else [])
         assert "TileLang is not installed" in why
 
 

@@ -281,7 +281,7 @@ def ridge_split(Hc, ks, a, lams, Y, mutation: str | None = None):
     fro^2:  sum_{i,j<=t} D_ti D_tj (k_i.k_j)^2 + e^{2G_t} ||H_c||_F^2 + 2 e^{G_t} sum_j D_tj k_j^T H_c k_j
     Mutations: "matvec_strict_mask", "matvec_no_inter_decay", "fro_no_cross", "fro_cross_once".
     """
-    C, K = len(ks), Hc.rows
+    C = len(ks)
     one = [sympy.Matrix([x]) for x in a]  # scalar decay as 1-vectors for the helpers
     eG = [_eG(one, t, 1)[0] for t in range(C)]
     D = sympy.Matrix(C, C, lambda t, j: _eGG(one, t, j, 1)[0]

@@ -121,7 +121,6 @@ def naive(combo, q, k, v, g, gk, beta, alpha, lamb, scale, ratio, num_iter, h0, 
         segs = [(0, cu[n], cu[n + 1]) for n in range(len(cu) - 1)]
     o = [[None] * T for _ in range(B)]
     fin_kk, fin_kv = [], []
-    eye = torch.eye(K, dtype=q.dtype)
     for n, (b, s, e) in enumerate(segs):
         Hs = h0[0][n] if h0 is not None else q.new_zeros(H, K, K)
         U = h0[1][n] if h0 is not None else q.new_zeros(H, K, V)

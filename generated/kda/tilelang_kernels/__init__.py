@@ -7,13 +7,15 @@
 #       -> (o, final_state, saved)
 #   fused_recurrent_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens)
 #       -> (o, final_state)
-# Not written yet: chunk_bwd. KERNELS lists what exists; a call that needs a missing one (a
-# gradient) raises in ops.py, naming it, instead of running something else.
+#   chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved, chunk_size=64)
+#       -> (dq, dk, dv, dg, dbeta, dh0)
+# KERNELS lists what exists: a call that needs a missing kernel raises in ops.py, naming it,
+# instead of running something else (ops.py lets a gradient through only with chunk_bwd).
 # TileLang is imported by the first call, not by this package, so the generated package imports
 # where TileLang is absent and `unavailable()` says why the kernels cannot run.
 from .common import unavailable
 
-KERNELS = ("chunk_fwd", "fused_recurrent_fwd")
+KERNELS = ("chunk_fwd", "fused_recurrent_fwd", "chunk_bwd")
 DECAY = "channel"
 DELTA = True
 
@@ -23,6 +25,14 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
     from .fwd import chunk_fwd as run
 
     return run(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, chunk_size)
+
+
+def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved, chunk_size=64):
+    """Chunked backward: returns (dq, dk, dv, dg, dbeta, dh0) (None for absent inputs)."""
+    from .bwd import chunk_bwd as run
+
+    return run(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved, chunk_size)
+
 
 
 def fused_recurrent_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens):
@@ -35,9 +45,9 @@ def fused_recurrent_fwd(q, k, v, g, beta, scale, initial_state, output_final_sta
 def programs(K, V, dtype="bfloat16", H=2):
     """Every TileLang program of this package at one shape, by kernel name (TileLang prim_funcs,
     for lowering and compile checks; imports TileLang)."""
-    from . import fwd, recurrent
+    from . import bwd, fwd, recurrent
 
-    return {**fwd.programs(H, K, V, dtype), **recurrent.programs(H, K, V, dtype)}
+    return {**fwd.programs(H, K, V, dtype), **recurrent.programs(H, K, V, dtype), **bwd.programs(H, K, V, dtype)}
 
 
-__all__ = ["chunk_fwd", "fused_recurrent_fwd", "programs", "unavailable", "KERNELS", "DECAY", "DELTA"]
+__all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd", "programs", "unavailable", "KERNELS", "DECAY", "DELTA"]

@@ -347,5 +347,5 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
     o = torch.empty(NTOK, H, V, dtype=q.dtype, device=dev)
     compiled(chunk_output_fwd_program, H=H, K=K, V=V, BT=BT, BV=block_of(V), dtype=dtype)(
         q, vnew, g_cum, hs, Aqk, cu, chunk_indices, float(scale), o)
-    # nothing for a backward to reuse yet: TileLang has no chunk_bwd (tilelang_kernels/__init__.py)
+    # nothing saved: the backward (bwd.py) recomputes what it needs with these same programs
     return o.view(B, T_, H, V), (ht if output_final_state else None), {}
