@@ -2,12 +2,13 @@
 chunk_bwd) the gradients of every input and of the initial state, against the spec's fp32
 reference and against the Triton backend; their forward (and forward + backward) time beside Triton's.
 
-Only what the TileLang packages have is checked: chunk_fwd and fused_recurrent_fwd of the linear
-family (under torch.no_grad()), and chunk_bwd where KERNELS lists it (today every linear spec);
-for a package without chunk_bwd, the one promise about what it lacks: a call that needs a gradient
-raises NotImplementedError naming it.
+Only what the TileLang packages have is checked (their KERNELS): chunk_fwd and fused_recurrent_fwd
+of the linear family and the ridge family's fused_recurrent_fwd (gka, mesanet) under
+torch.no_grad(), and chunk_bwd where KERNELS lists it (today every linear spec); for a package
+without a kernel, the one promise about what it lacks: a call that needs it (a gradient: chunk_bwd;
+a chunked call: chunk_fwd) raises NotImplementedError naming it.
 
-    python -m bench tilelang [--specs deltanet kda] [--quick] [--jobs 4] [--out bench/results]
+    python -m bench tilelang [--specs deltanet kda gka] [--quick] [--jobs 4] [--out bench/results]
 
 Each spec runs in its own process (--jobs at a time): the first call of every kernel variant
 compiles it (lowering plus nvcc, ~15 s), and specs compile independently.
@@ -39,6 +40,8 @@ from gka_gen.testing import make_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = ["deltanet", "gated_deltanet", "kda", "gla"]
+RIDGE = ["gka", "mesanet"]  # fused_recurrent_fwd only
+ALL = LINEAR + RIDGE
 SHAPES = [
     dict(B=4, T=4096, H=16, K=128, V=128, cu=None, dtype="bf16"),
     dict(B=1, T=8192, H=16, K=128, V=128, cu=[0, 1000, 3001, 3100, 6000, 8192], dtype="bf16"),
@@ -99,8 +102,19 @@ def check(name: str, shape: dict, mode: str, slices=((0, 0), (-1, -1))) -> dict:
     return {"errors": errors, "first_call_s": round(first_call_s, 1), "fwd_ms": ms}
 
 
+def kernels(name: str) -> tuple:
+    return importlib.import_module(f"generated.{name}.tilelang_kernels").KERNELS
+
+
 def has_bwd(name: str) -> bool:
-    return "chunk_bwd" in importlib.import_module(f"generated.{name}.tilelang_kernels").KERNELS
+    return "chunk_bwd" in kernels(name)
+
+
+def modes(name: str) -> tuple:
+    """The checks the package's kernels allow: forward by chunk_fwd / fused_recurrent_fwd, gradients."""
+    have = kernels(name)
+    return (("chunk",) if "chunk_fwd" in have else ()) + (("fused_recurrent",) if "fused_recurrent_fwd" in have else ()) \
+        + (("chunk_grad",) if "chunk_bwd" in have else ())
 
 
 def check_grad(name: str, shape: dict, slices=((0, 0), (-1, -1))) -> dict:
@@ -137,21 +151,26 @@ def check_grad(name: str, shape: dict, slices=((0, 0), (-1, -1))) -> dict:
     return {"errors": errors, "first_call_s": round(first_call_s, 1), "fwd_bwd_ms": ms}
 
 
-def grad_is_refused(name: str) -> str | None:
-    """None when a TileLang call that needs a gradient raises NotImplementedError naming chunk_bwd."""
+def is_refused(name: str, missing: str) -> str | None:
+    """None when a TileLang call that needs the kernel `missing` raises NotImplementedError naming it:
+    chunk_bwd by a call that needs a gradient (through a forward the package has), chunk_fwd by a
+    chunked call under torch.no_grad()."""
     spec = load_spec(ROOT / "specs" / f"{name}.yaml")
-    args = make_inputs(spec, B=1, T=64, H=2, K=64, V=64, dtype=torch.bfloat16, device="cuda", requires_grad=True)
-    fn = getattr(importlib.import_module(f"generated.{name}"), f"chunk_{name}")
+    grad = missing == "chunk_bwd"
+    args = make_inputs(spec, B=1, T=64, H=2, K=64, V=64, dtype=torch.bfloat16, device="cuda", requires_grad=grad)
+    mode = "chunk" if (missing == "chunk_fwd" or "chunk_fwd" in kernels(name)) else "fused_recurrent"
+    fn = getattr(importlib.import_module(f"generated.{name}"), f"{mode}_{name}")
     try:
-        fn(**args, backend="tilelang")
+        with torch.set_grad_enabled(grad):
+            fn(**args, backend="tilelang")
     except NotImplementedError as e:
-        return None if "chunk_bwd" in str(e) else f"wrong message: {e}"
-    return "no error: a gradient was allowed without a TileLang chunk_bwd"
+        return None if missing in str(e) else f"wrong message: {e}"
+    return f"no error: a call that needs {missing} was allowed without a TileLang {missing}"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--specs", nargs="*", default=LINEAR)
+    p.add_argument("--specs", nargs="*", default=ALL)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--tol", type=float, default=2e-2)
     p.add_argument("--quick", action="store_true", help="two small shapes (smoke test)")
@@ -162,7 +181,7 @@ def main(argv=None):
             "tilelang": _version("tilelang"), "date": dt.date.today().isoformat(), "python": platform.python_version(),
             "command": "python -m bench tilelang " + " ".join(sys.argv[1:] if argv is None else argv),
             "tolerance": a.tol}
-    stem = "tilelang_check" + ("_quick" if a.quick else "") + ("" if a.specs == LINEAR else "_" + "_".join(a.specs))
+    stem = "tilelang_check" + ("_quick" if a.quick else "") + ("" if a.specs == ALL else "_" + "_".join(a.specs))
     if a.jobs > 1 and len(a.specs) > 1:
         rows = _in_processes(a)
         (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
@@ -171,11 +190,12 @@ def main(argv=None):
         return 0 if all(r["pass"] for r in rows) else 1
     rows = []
     for name in a.specs:
-        if not has_bwd(name):
-            refused = grad_is_refused(name)
-            rows.append({"spec": name, "check": "gradient refused", "pass": refused is None, "error": refused})
+        for missing, what in (("chunk_bwd", "gradient refused"), ("chunk_fwd", "chunk_fwd refused")):
+            if missing not in kernels(name):
+                refused = is_refused(name, missing)
+                rows.append({"spec": name, "check": what, "pass": refused is None, "error": refused})
         for shape in QUICK if a.quick else SHAPES:
-            for mode in ("chunk", "fused_recurrent") + (("chunk_grad",) if has_bwd(name) else ()):
+            for mode in modes(name):
                 row = {"spec": name, "check": mode, "shape": shape}
                 t0 = time.time()
                 try:

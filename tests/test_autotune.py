@@ -429,7 +429,8 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     calls.clear()
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "specs/gka.yaml", "--backend", "tilelang"])
     assert r.exit_code == 0 and calls == []
-    assert "kda: TileLang kernels have no tunable configs yet" in r.output and "gka: no TileLang kernels" in r.output
+    assert "kda: TileLang kernels have no tunable configs yet" in r.output
+    assert "gka: TileLang kernels have no tunable configs yet" in r.output
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--shapes", "K=128"])
     assert r.exit_code == 2 and calls == []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

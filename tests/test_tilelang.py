@@ -5,8 +5,8 @@
   K = V = 80 (not a power of two: tiles of 16);
 * that source compiles with nvcc for sm_90a (compile only), where nvcc is installed, and the
   PTX still holds the tensor-core instructions the source asked for;
-* chunk_bwd's host code launches each program with arguments that match its signature (CPU
-  tensors, launches replaced by a check);
+* chunk_bwd's host code (linear family) and fused_recurrent_fwd's (ridge family) launch each
+  program with arguments that match its signature (CPU tensors, launches replaced by a check);
 * the generated packages import, and say clearly why TileLang cannot run, where TileLang is not
   installed; a call that needs a kernel TileLang does not have yet raises, naming it.
 
@@ -40,6 +40,9 @@ HEAD_DIMS = (64, 80)  # K = V
 BWD_PACKAGES = ["deltanet", "gated_deltanet", "gla", "kda"]
 FWD_KERNELS = ["chunk_intra_fwd", "chunk_output_fwd", "chunk_state_fwd", "fused_recurrent_fwd"]
 BWD_KERNELS = ["chunk_grad_bwd", "chunk_state_bwd"]
+# the ridge family (templates/tilelang/ridge): the token-by-token forward only, so far
+RIDGE_PACKAGES = ["gka", "mesanet"]
+RIDGE_KERNELS = ["fused_recurrent_fwd"]
 
 needs_tilelang = pytest.mark.skipif(importlib.util.find_spec("tilelang") is None, reason="TileLang is not installed")
 
@@ -78,9 +81,17 @@ def lowered(request):
     return get
 
 
-def test_tilelang_packages_are_the_linear_family():
-    """What this session's templates cover (templates/tilelang/linear); the ridge family has none yet."""
-    assert PACKAGES == ["deltanet", "gated_deltanet", "gla", "kda"]
+def test_tilelang_packages():
+    """What the templates cover: the linear family (templates/tilelang/linear) and the ridge family's
+    fused_recurrent_fwd (templates/tilelang/ridge)."""
+    assert PACKAGES == ["deltanet", "gated_deltanet", "gka", "gla", "kda", "mesanet"]
+
+
+def _kernels_of(name: str) -> list[str]:
+    """The TileLang programs package `name` should have (what programs() returns)."""
+    if name in RIDGE_PACKAGES:
+        return RIDGE_KERNELS
+    return FWD_KERNELS + (BWD_KERNELS if name in BWD_PACKAGES else [])
 
 
 @needs_tilelang
@@ -89,8 +100,9 @@ def test_tilelang_packages_are_the_linear_family():
 def test_lowers_to_cuda_source(lowered, name, K):
     sources = lowered(name, K)
     # one program per kernel launched by chunk_fwd, the recurrent one, and chunk_bwd's two (it
-    # also relaunches chunk_intra_fwd / chunk_state_fwd to recompute the forward's intermediates)
-    assert sorted(sources) == sorted(FWD_KERNELS + (BWD_KERNELS if name in BWD_PACKAGES else []))
+    # also relaunches chunk_intra_fwd / chunk_state_fwd to recompute the forward's intermediates);
+    # the ridge packages: the recurrent one only
+    assert sorted(sources) == sorted(_kernels_of(name))
     for kernel, src in sources.items():
         assert 'extern "C" __global__ void __launch_bounds__' in src, kernel
         assert f"void {kernel}_kernel(" in src, kernel
@@ -126,19 +138,13 @@ def test_source_compiles_with_nvcc(lowered, name, K, tmp_path):
         assert "mma.sync.aligned" in ptx
 
 
-@needs_tilelang
-@pytest.mark.parametrize("name", BWD_PACKAGES)
-def test_chunk_bwd_launches_match_the_programs(name, monkeypatch):
-    """chunk_bwd's host code, run on CPU tensors with each launch replaced by a check of its
-    arguments against the prim_func's signature: count, dtypes, static dims, and every dynamic dim
-    (tokens, sequences, chunks) bound consistently across the call's tensors. What a GPU run would
-    otherwise find first, as a TVM argument error."""
-    from gka_gen.spec import load_spec
-    from gka_gen.testing import make_inputs
+_TORCH_DTYPES = {torch.bfloat16: "bfloat16", torch.float32: "float32", torch.int32: "int32"}
 
-    bwd = importlib.import_module(f"generated.{name}.tilelang_kernels.bwd")
-    names = {torch.bfloat16: "bfloat16", torch.float32: "float32", torch.int32: "int32"}
-    launched = []
+
+def _checked_compile(launched: list):
+    """A stand-in for common.compiled: builds the prim_func, and its "kernel" checks each launch's
+    arguments against the signature (count, dtypes, contiguity, static dims, and every dynamic dim
+    bound consistently across the call's tensors), then records the program's name."""
 
     def checked(program, **params):
         func = program(**params)
@@ -152,7 +158,7 @@ def test_chunk_bwd_launches_match_the_programs(name, monkeypatch):
                     assert not isinstance(arg, torch.Tensor), (program.__name__, param)
                     continue
                 what = (program.__name__, buf.name, tuple(arg.shape), list(buf.shape))
-                assert names[arg.dtype] == str(buf.dtype) and arg.is_contiguous(), what
+                assert _TORCH_DTYPES[arg.dtype] == str(buf.dtype) and arg.is_contiguous(), what
                 assert arg.dim() == len(buf.shape), what
                 for size, dim in zip(arg.shape, buf.shape):
                     static = hasattr(dim, "value")
@@ -161,7 +167,22 @@ def test_chunk_bwd_launches_match_the_programs(name, monkeypatch):
 
         return launch
 
-    monkeypatch.setattr(bwd, "compiled", checked)
+    return checked
+
+
+@needs_tilelang
+@pytest.mark.parametrize("name", BWD_PACKAGES)
+def test_chunk_bwd_launches_match_the_programs(name, monkeypatch):
+    """chunk_bwd's host code, run on CPU tensors with each launch replaced by a check of its
+    arguments against the prim_func's signature: count, dtypes, static dims, and every dynamic dim
+    (tokens, sequences, chunks) bound consistently across the call's tensors. What a GPU run would
+    otherwise find first, as a TVM argument error."""
+    from gka_gen.spec import load_spec
+    from gka_gen.testing import make_inputs
+
+    bwd = importlib.import_module(f"generated.{name}.tilelang_kernels.bwd")
+    launched = []
+    monkeypatch.setattr(bwd, "compiled", _checked_compile(launched))
     spec = load_spec(ROOT / "specs" / f"{name}.yaml")
     for cu, with_states in ((None, True), ([0, 10, 100, 130], False)):
         B, T = (2, 100) if cu is None else (1, 130)
@@ -178,6 +199,45 @@ def test_chunk_bwd_launches_match_the_programs(name, monkeypatch):
                 assert grad.shape == args[x].shape and grad.dtype == want, x
     assert launched == ["chunk_intra_fwd_program", "chunk_state_fwd_program", "chunk_state_bwd_program",
                         "chunk_grad_bwd_program"] * 2
+
+
+@needs_tilelang
+@pytest.mark.parametrize("name", RIDGE_PACKAGES)
+def test_ridge_fused_recurrent_launch_matches_the_program(name, monkeypatch):
+    """The ridge fused_recurrent_fwd's host code, fed by the ops layer's own argument conversion
+    (_resolve_defaults, _kernel_args, the state pair) on CPU tensors, with the launch replaced by a
+    check against the prim_func's signature: each variant's optional gates (g, gk, beta, alpha,
+    lamb) and scalars (ridge_ratio) must line up with the parameters the template rendered."""
+    import inspect
+
+    from gka_gen.spec import load_spec
+    from gka_gen.testing import make_inputs
+
+    ops = importlib.import_module(f"generated.{name}.ops")
+    rec = importlib.import_module(f"generated.{name}.tilelang_kernels.recurrent")
+    launched = []
+    monkeypatch.setattr(rec, "compiled", _checked_compile(launched))
+    spec = load_spec(ROOT / "specs" / f"{name}.yaml")
+    op = f"fused_recurrent_{name}"
+    defaults = {k: p.default for k, p in inspect.signature(getattr(ops, op)).parameters.items()
+                if p.default is not inspect.Parameter.empty and k not in ("backend", "cp_group")}
+    for cu, with_states, dtype in ((None, True, torch.bfloat16), ([0, 10, 100, 130], False, torch.float32)):
+        B, T = (2, 100) if cu is None else (1, 130)
+        a = {**defaults, **make_inputs(spec, B=B, T=T, H=2, K=80, V=48, dtype=dtype, device="cpu", cu_seqlens=cu,
+                                       initial_state=with_states)}
+        a["output_final_state"] = with_states
+        ops._resolve_defaults(a, ops._check(op, a))
+        h0 = op_runtime.unpack_state(a["initial_state"], 2)
+        o, final = rec.fused_recurrent_fwd(*ops._kernel_args(a), op_runtime.pack_state(h0), with_states,
+                                           a.get("cu_seqlens"))
+        assert o.shape == a["v"].shape and o.dtype == dtype
+        N = B if cu is None else len(cu) - 1
+        if with_states:
+            assert [tuple(s.shape) for s in final] == [(N, 2, 80, 80), (N, 2, 80, 48)]
+        else:
+            assert final is None
+    assert launched == ["fused_recurrent_fwd_program"] * 2
+    assert rec.shared_bytes(128, 128) <= rec.SMEM_LIMIT < rec.shared_bytes(256, 256)
 
 
 # ----------------------------------------------------------------------------- without TileLang
@@ -212,7 +272,10 @@ def test_packages_import_without_tilelang():
             assert got is None, name
             continue
         kernels, why = got
-        assert kernels == ["chunk_fwd", "fused_recurrent_fwd"] + (["chunk_bwd"] if name in BWD_PACKAGES else [])
+        if name in RIDGE_PACKAGES:
+            assert kernels == ["fused_recurrent_fwd"]
+        else:
+            assert kernels == ["chunk_fwd", "fused_recurrent_fwd"] + (["chunk_bwd"] if name in BWD_PACKAGES else [])
         assert "TileLang is not installed" in why
 
 

@@ -46,7 +46,9 @@ except Exception as _e:  # noqa: BLE001 - the reference backend must stay usable
     _triton_kernels, _TRITON_ERROR = None, f"{type(_e).__name__}: {_e}"
 else:
     _TRITON_ERROR = None
-_tilelang_kernels = None  # templates/tilelang/ridge had no templates when this was generated
+# Imports no TileLang (the kernels compile on first use), so this works where TileLang is absent;
+# _rt.resolve_backend asks the package why it cannot run before a call is routed to it.
+from . import tilelang_kernels as _tilelang_kernels
 # Triton decides interpreter vs compiler when the kernels are decorated (imported), so this is
 # fixed for the life of the process; a constant also keeps torch.compile from tracing it.
 _INTERPRETED = _rt.kernels_interpreted(_triton_kernels)
