@@ -147,9 +147,8 @@ def context_parallel(run: Callable, a: dict, *, carry: Sequence[dict], group, ma
     single = len(carry) == 1
     h0 = a.get("initial_state")
     h0 = [h0] if single else list(h0) if h0 is not None else [None] * len(carry)
-    local = [None] * len(carry)
-    for i, rule in enumerate(carry):
-        local[i] = _operator(rule, a, run, max_v) if rule["rule"] == "operator" else _decayed_sum(rule, a)
+    local = [_operator(rule, a, run, max_v) if rule["rule"] == "operator" else _decayed_sum(rule, a)
+             for rule in carry]
 
     flat = [t.reshape(-1) for pair in local for t in pair]
     sizes = [t.numel() for t in flat]
