@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from gka_gen.compare.numerics import rel_error  # noqa: E402
 from gka_gen.spec import load_spec  # noqa: E402
 from gka_gen.testing import make_inputs  # noqa: E402
 
@@ -63,11 +64,6 @@ def _split(a, T, rank, world, device, grad=False):
     return out, (s, e)
 
 
-def _rel(got, want):
-    want = want.float()
-    return ((got.float() - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
-
-
 def check(name, T, rank, world, device):
     """Max relative error of the cp run against one GPU, per tensor, worst over ranks."""
     fn = getattr(importlib.import_module(f"generated.{name}"), f"chunk_{name}")
@@ -81,12 +77,12 @@ def check(name, T, rank, world, device):
     o_l, ht_l = fn(**local, output_final_state=True, backend="triton", cp_group=dist.group.WORLD)
     ht_l = ht_l if isinstance(ht_l, tuple) else (ht_l,)
     (o_l.float() * w[:, s:e]).sum().backward()
-    errs = {"o": _rel(o_l, o[:, s:e])}
+    errs = {"o": rel_error(o_l, o[:, s:e])}
     if rank == world - 1:
-        errs.update({f"final_state[{i}]": _rel(x, y) for i, (x, y) in enumerate(zip(ht_l, ht))})
+        errs.update({f"final_state[{i}]": rel_error(x, y) for i, (x, y) in enumerate(zip(ht_l, ht))})
     for key, x in local.items():
         if isinstance(x, torch.Tensor) and x.grad is not None and x.shape != full[key].shape:
-            errs[f"d{key}"] = _rel(x.grad, full[key].grad[:, s:e])
+            errs[f"d{key}"] = rel_error(x.grad, full[key].grad[:, s:e])
     gathered = [None] * world
     dist.all_gather_object(gathered, errs)
     worst = {}
