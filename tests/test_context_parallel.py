@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import functools  # noqa: E402
+import gc  # noqa: E402
 import importlib  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -52,8 +53,12 @@ def _worker(rank, world, store, job):
     except BaseException:  # the peers then fail in a collective: show the rank that broke first
         traceback.print_exc()
         raise
-    finally:
-        dist.destroy_process_group()
+    # Tear down in step: a DDP reducer collected after its process group is destroyed, or a rank
+    # leaving while a peer's gloo thread still talks to it, aborts the process ("terminate called
+    # without an active exception", seen once under load).
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _bounds(T, world):
