@@ -180,7 +180,7 @@ def main(argv=None):
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": _version("triton"),
             "tilelang": _version("tilelang"), "date": dt.date.today().isoformat(), "python": platform.python_version(),
             "command": "python -m bench tilelang " + " ".join(sys.argv[1:] if argv is None else argv),
-            "tolerance": a.tol}
+            "tolerance": a.tol, "jobs": a.jobs if len(a.specs) > 1 else 1}
     stem = "tilelang_check" + ("_quick" if a.quick else "") + ("" if a.specs == ALL else "_" + "_".join(a.specs))
     if a.jobs > 1 and len(a.specs) > 1:
         rows = _in_processes(a)
@@ -227,7 +227,9 @@ def _markdown(meta, rows):
              f"torch {meta['torch']}, triton {meta['triton']}, tilelang {meta['tilelang']}. Command: `{meta['command']}`",
              "", f"Tolerance {meta['tolerance']} (max-abs error relative to the reference's max-abs, per tensor).", "",
              "chunk_grad rows: gradients (and o, final state) through chunk_fwd + chunk_bwd; their time is",
-             "fwd + bwd.", "",
+             "fwd + bwd." + (f" Timings are indicative only: {meta['jobs']} specs ran at once in parallel processes,"
+                             " sharing the GPU (and compiling beside it); `gka-gen autotune --backend all` times"
+                             " both backends alone." if meta.get("jobs", 1) > 1 else ""), "",
              "| spec | check | shape | dtype | worst vs reference | worst vs triton | ms tilelang / triton | pass |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
