@@ -3,7 +3,8 @@
     speed        fwd and fwd+bwd time vs flash-linear-attention and SDPA (bench/speed)
     correctness  generated kernels in bf16 vs the fp32 reference (bench/gpu_correctness.py)
     stress       GKA residual vs iterations, NaN/inf sweep (bench/gpu_stress.py)
-    tilelang     TileLang forward kernels vs the fp32 reference and Triton (bench/tilelang_check.py)
+    tilelang     TileLang kernels vs the fp32 reference and Triton (bench/tilelang_check.py)
+    profile      per-kernel time of one fwd+bwd, ours beside fla's (bench/profile.py)
 
 Each command takes --help. The older `python -m bench.gpu_correctness` form still works.
 """
@@ -11,7 +12,7 @@ import importlib
 import sys
 
 COMMANDS = {"speed": "bench.speed.run", "correctness": "bench.gpu_correctness", "stress": "bench.gpu_stress",
-            "tilelang": "bench.tilelang_check"}
+            "tilelang": "bench.tilelang_check", "profile": "bench.profile"}
 
 
 def main(argv=None) -> int:

@@ -157,14 +157,16 @@ def compare(
 @_clean_errors
 def autotune(
     specs: Annotated[Optional[list[Path]], typer.Argument(help="spec files (default: every spec in specs/)")] = None,
-    backend: Annotated[str, typer.Option(help="triton | tilelang | all")] = "triton",
+    backend: Annotated[str, typer.Option(help="triton: search Triton configs | tilelang: time TileLang beside "
+                                              "Triton (what backend='auto' picks by) | all: both")] = "triton",
     shapes: Annotated[str, typer.Option(help="shape grid(s): 'K=64,128 T=2048,4096 tokens=16384 H=16 dtype=bf16' "
                                              "(V defaults to K, B to tokens/T; ';' separates grids)")] = "",
     budget_min: Annotated[Optional[float], typer.Option(help="stop after this many minutes (resumable)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="folder of the tuned files (default: autotune/)")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="parallel ahead-of-time compiles (default: all cores)")] = None,
 ):
-    """On a GPU: search each kernel's launch config per shape; write autotune/<GPU>/<spec>-<hash>.json."""
+    """On a GPU: search each kernel's launch config per shape and time each backend's calls (the
+    race backend='auto' reads); write autotune/<GPU>/<spec>-<hash>.json."""
     if backend not in ("triton", "tilelang", "all"):
         raise typer.BadParameter(f"--backend must be triton, tilelang or all, got {backend!r}")
     from .autotune.tune import DEFAULT_SHAPES, TuneError, parse_shapes, run

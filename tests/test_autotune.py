@@ -232,6 +232,138 @@ def test_autotune_env_runs_the_search_for_a_missing_bucket(on_h200, monkeypatch)
     assert got["BK"] == 16
     assert calls == [("generated.kda", [tune.Shape("bf16", 2, 4096, 16, 128, 128)])]
     assert not lookup._TUNING
+    # a bucket with only the backend race in it (no Triton search yet) is searched too
+    calls.clear()
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"),
+               _race_table({"fwd": 1.0}, {"fwd": 2.0}))
+    lookup.invalidate()
+    x = torch.empty(4, 4096, 16, 128, dtype=torch.bfloat16)
+    lookup.launch_config("kda", "aaaaaaaaaaaa", "generated.kda", "chunk_grad_bwd", DEFAULT, x=x, K=128, V=128, T=4096)
+    assert len(calls) == 1
+
+
+# ----------------------------------------------------------------------------- backend="auto"
+def _race_table(tri: dict, tl: dict, bucket="bf16/K128/V128/T4096"):
+    t = _table(buckets={bucket: {"kernels": {}, "phases": tri}})
+    t["backends"]["tilelang"] = {bucket: {"kernels": {}, "phases": tl}}
+    return t
+
+
+def _faster(phases, T=4096, K=128, dtype=torch.bfloat16):
+    return lookup.faster_backend("kda", "aaaaaaaaaaaa", "generated.kda", x=torch.empty(1, dtype=dtype), K=K, V=128,
+                                 T=T, phases=phases)
+
+
+def test_auto_reads_the_race_of_the_nearest_bucket(on_h200):
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"),
+               _race_table({"fwd": 1.0, "bwd": 2.0, "recurrent": 5.0}, {"fwd": 0.8, "bwd": 2.5}))
+    assert _faster(("fwd",)) == "tilelang"  # 0.8 < 1.0
+    assert _faster(("fwd", "bwd")) == "triton"  # 3.3 > 3.0: the whole call decides
+    assert _faster(("fwd",), T=3000) == "tilelang"  # nearest T
+    assert _faster(("recurrent",)) is None  # TileLang's recurrent phase was not timed: nothing says
+    assert _faster(("fwd",), K=64) is None and _faster(("fwd",), dtype=torch.float32) is None
+
+
+def test_race_phases_are_validated(tmp_path):
+    p = tmp_path / "kda.json"
+    for bad in ({"fwd": -1.0}, {"fwd": "1"}, {"decode": 1.0}, {"fwd": True}):
+        cache.save(p, _race_table({"fwd": 1.0}, bad))
+        with pytest.raises(cache.CacheError, match="phases"):
+            cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
+
+
+class _TileLangStub:
+    KERNELS = ("chunk_fwd", "fused_recurrent_fwd")
+
+    def __init__(self, why=None):
+        self.why = why
+
+    def unavailable(self):
+        return self.why
+
+
+def _resolve(race, pkg, kernels=("chunk_fwd",), device="cuda"):
+    from gka_gen.codegen import op_runtime
+
+    return op_runtime.resolve_backend("auto", torch.device(device), "chunk_x", triton_pkg=object(), triton_error=None,
+                                      tilelang_pkg=pkg, interpreted=False, race=lambda: race, kernels=kernels)
+
+
+def test_auto_picks_tilelang_only_where_it_won_and_can_run(monkeypatch):
+    from gka_gen.codegen import op_runtime
+
+    monkeypatch.setattr(op_runtime, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _resolve("tilelang", _TileLangStub()) == "tilelang"
+        assert _resolve("triton", _TileLangStub()) == "triton"
+        assert _resolve(None, _TileLangStub()) == "triton"  # nothing measured
+        assert _resolve("tilelang", None) == "triton"  # no TileLang kernels generated
+        assert _resolve("tilelang", _TileLangStub(), kernels=("chunk_fwd", "chunk_bwd")) == "triton"  # no bwd
+        assert _resolve("tilelang", _TileLangStub(), device="cpu") == "reference"  # CPU, no interpreter
+    with pytest.warns(RuntimeWarning, match="measured the TileLang kernels faster.*not installed; using Triton") as rec:
+        for _ in range(3):
+            assert _resolve("tilelang", _TileLangStub("TileLang is not installed")) == "triton"
+    assert len(rec) == 1  # once per op
+
+
+def test_generated_ops_ask_the_race_for_their_call(on_h200, monkeypatch):
+    """The ops layer's wiring: the race is asked for this call's shape bucket (tokens per sequence
+    of a varlen batch) and phases, and TileLang's kernels for the call are required."""
+    import generated.kda.ops as ops
+    from gka_gen.testing import make_inputs
+
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", ops._spec.SPEC_HASH),
+               _race_table({"fwd": 1.0, "bwd": 2.0}, {"fwd": 0.5, "bwd": 1.0}, bucket="fp32/K32/V32/T64")
+               | {"spec_hash": ops._spec.SPEC_HASH, "kernels_hash": lookup.package_kernels_hash("generated.kda")})
+    seen = []
+    real = ops._rt.resolve_backend
+
+    def spy(backend, device, op, **kw):
+        seen.append((kw["kernels"], kw["race"]()))
+        return real(backend, device, op, **kw)
+
+    monkeypatch.setattr(ops._rt, "resolve_backend", spy)
+    a = make_inputs(ops._spec.load_spec(), B=1, T=128, H=1, K=32, V=32, dtype=torch.float32,
+                    cu_seqlens=[0, 60, 128], requires_grad=True)
+    ops.chunk_kda(**a, backend="reference")
+    with torch.no_grad():
+        ops.chunk_kda(**a, backend="reference")
+    assert seen == [(("chunk_fwd", "chunk_bwd"), "tilelang"), (("chunk_fwd",), "tilelang")]
+
+
+def test_race_times_each_backend_and_leaves_a_wrong_phase_out(tmp_path, monkeypatch):
+    """race_shape with stand-in calls: Triton's three phases are timed; TileLang's phases are those
+    its KERNELS allow, each checked against Triton's outputs first (a wrong backward gets no time,
+    so auto can never pick it); a resumed race re-times nothing."""
+    timed = []
+
+    class FakeCalls:
+        def __init__(self, package, shape, device, backend="triton"):
+            self.backend = backend
+
+        def phase(self, name):
+            wrong = self.backend == "tilelang" and name == "bwd"
+            return lambda: (torch.full((4,), 2.0 if wrong else 1.0), name, self.backend)
+
+    monkeypatch.setattr(tune, "Calls", FakeCalls)
+    monkeypatch.setattr(tune, "max_rel_diff", lambda o, r: float((o[0] - r[0]).abs().max()) + (o[1] != r[1]))
+    monkeypatch.setattr(tune, "bench", lambda fn, dev: timed.append(fn()[1:]) or {"triton": 2.0, "tilelang": 1.0}[
+        fn()[2]])
+    shape = tune.Shape("bf16", 4, 4096, 16, 128, 128)
+    path = tmp_path / "kda.json"
+    table = cache.new_table("kda", "aaaaaaaaaaaa", KDA_KERNELS, "NVIDIA H200", {}, "now")
+    lines = []
+    tune.race_shape("generated.kda", "kda", shape, table, path, "cpu", ("triton", "tilelang"), lines.append)
+    saved = json.loads(path.read_text())["backends"]
+    assert saved["triton"][shape.bucket]["phases"] == {"fwd": 2.0, "bwd": 2.0, "recurrent": 2.0}
+    assert saved["tilelang"][shape.bucket]["phases"] == {"fwd": 1.0, "recurrent": 1.0}
+    assert saved["tilelang"][shape.bucket]["rel_diff"] == {"fwd": 0.0, "bwd": 1.0, "recurrent": 0.0}
+    assert any("bwd: differs from Triton" in x for x in lines)
+    timed.clear()
+    tune.race_shape("generated.kda", "kda", shape, table, path, "cpu", ("triton", "tilelang"), lines.append)
+    assert timed == [("bwd", "tilelang")] or timed == []  # only the phase that is still missing may run again
+    assert tune._tilelang_phases("generated.kda") == ("fwd", "bwd", "recurrent")
 
 
 # ----------------------------------------------------------------------------- config spaces
@@ -402,7 +534,7 @@ def test_tuner_end_to_end_in_the_interpreter(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- the command
 def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     """`gka-gen autotune` glue, as on a GPU: each spec's generated package in turn with the shapes
-    and one deadline; a used-up budget stops it (exit 3, resumable); TileLang is reported, not run."""
+    and one deadline; a used-up budget stops it (exit 3, resumable); --backend picks search and race."""
     from typer.testing import CliRunner
 
     from gka_gen.cli import app
@@ -410,7 +542,7 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     calls = []
 
     def fake_tune(package, shapes, **kw):
-        calls.append((package, shapes, kw["deadline"]))
+        calls.append((package, shapes, kw["deadline"], {k: kw[k] for k in ("search_triton", "race")}))
         if package == "generated.gka":
             raise tune.BudgetExceeded
         return Path("x.json")
@@ -426,11 +558,15 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     assert calls[0][2] == calls[1][2] and calls[0][2] - time.monotonic() < 120  # one deadline for the run
     assert "run the same command again to resume" in r.output
 
+    assert calls[0][3] == {"search_triton": True, "race": ("triton",)}
+
     calls.clear()
-    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "specs/gka.yaml", "--backend", "tilelang"])
-    assert r.exit_code == 0 and calls == []
-    assert "kda: TileLang kernels have no tunable configs yet" in r.output
-    assert "gka: TileLang kernels have no tunable configs yet" in r.output
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--backend", "tilelang"])
+    assert r.exit_code == 0 and calls[0][3] == {"search_triton": False, "race": ("triton", "tilelang")}
+    calls.clear()
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--backend", "all"])
+    assert r.exit_code == 0 and calls[0][3] == {"search_triton": True, "race": ("triton", "tilelang")}
+    calls.clear()
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--shapes", "K=128"])
     assert r.exit_code == 2 and calls == []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

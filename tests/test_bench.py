@@ -231,3 +231,30 @@ def test_compile_workers_warm_in_subprocesses(tmp_path, capsys):
 def test_bench_entry_point_lists_commands(capsys):
     assert bench_main([]) == 2
     assert "speed" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bench profile
+def test_profile_table_groups_kernels_per_step_and_reports_errors():
+    from types import SimpleNamespace
+
+    from bench import profile
+
+    assert profile.short_name("void fla::chunk_fwd_kernel<128, true>(float*, int)") == "void fla::chunk_fwd_kernel"
+    assert profile.short_name("chunk_intra_fwd_kernel") == "chunk_intra_fwd_kernel"
+
+    def ev(name, us, dev=torch.autograd.DeviceType.CUDA):
+        return SimpleNamespace(name=name, device_type=dev, time_range=SimpleNamespace(elapsed_us=lambda: us))
+
+    events = [ev("a_kernel", 300), ev("b_kernel<3>(int)", 100), ev("a_kernel", 300),
+              ev("aten::mm", 999, torch.autograd.DeviceType.CPU)]  # host ops are not kernels
+    table = profile.kernel_table(events, steps=2)
+    assert table == [{"kernel": "a_kernel", "ms": 0.3, "launches": 1.0},
+                     {"kernel": "b_kernel", "ms": 0.05, "launches": 0.5}]
+    meta = {"gpu": "G", "date": "d", "torch": "t", "triton": "tr", "tilelang": None, "fla": "0.6.0",
+            "command": "c", "shape": "B=1", "steps": 2}
+    rows = [{"name": "deltanet", "backend": "triton", "step_ms": 0.4, "kernel_ms": 0.35, "launches": 1.5,
+             "kernels": table},
+            {"name": "fla.chunk_kda", "backend": "auto", "error": "RuntimeError: boom"}]
+    md = profile.markdown(meta, rows)
+    assert "| deltanet | triton | 0.400 | 0.350 | 2 |" in md and "error: RuntimeError: boom" in md
+    assert "| `a_kernel` | 0.300 | 86% | 1 |" in md and "| `b_kernel` | 0.050 | 14% | 0 |" in md

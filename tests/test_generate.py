@@ -241,3 +241,20 @@ def test_generated_spec_module_rebuilds_the_spec(fresh):
         assert mod.SPEC_HASH == spec.hash
         assert mod.load_spec().hash == spec.hash
         assert mod.canonical_form() == canonicalize(spec)
+
+
+def test_commands_refuse_a_missing_or_stale_package(tmp_path, monkeypatch):
+    """compare and autotune run the generated package of a spec: one that was generated from
+    another version of the spec (or never) is a SpecError naming the spec file, not numbers of
+    some other recurrence."""
+    path = ROOT / "specs" / "gla.yaml"
+    spec = load_spec(path)
+    pkg = gen.import_generated(spec, path)
+    assert pkg.__name__ == "generated.gla"
+    monkeypatch.setattr(pkg.spec, "SPEC_HASH", "000000000000")
+    with pytest.raises(SpecError, match="gla.yaml.*another version of this spec"):
+        gen.import_generated(spec, path)
+    text = path.read_text().replace("name: gla", "name: gla_never_generated")
+    (tmp_path / "x.yaml").write_text(text)
+    with pytest.raises(SpecError, match="x.yaml.*no generated package generated/gla_never_generated"):
+        gen.import_generated(load_spec(tmp_path / "x.yaml"), tmp_path / "x.yaml")

@@ -33,6 +33,7 @@ from typing import Optional
 
 import torch
 
+from gka_gen.autotune import lookup as _tuned
 from gka_gen.codegen import op_runtime as _rt
 from gka_gen.runtime import context_parallel as _cp
 
@@ -52,6 +53,7 @@ from . import tilelang_kernels as _tilelang_kernels
 _INTERPRETED = _rt.kernels_interpreted(_triton_kernels)
 
 NAME = "gla"
+_PACKAGE = __name__.rsplit(".", 1)[0]  # generated.gla: the tuned file's kernels hash is of its kernels
 FAMILY = "linear"
 CHUNK_SIZE = 64
 
@@ -260,12 +262,19 @@ def _run(mode, op, a, backend, cp_group=None):
     if _cp.world_size(cp_group) > 1:
         return _cp.context_parallel(lambda b: _run(mode, op, b, backend), _resolve_defaults(a, sizes),
                                     carry=_CARRY, group=cp_group, max_v=_DIMS["V"][1])
-    backend = _rt.resolve_backend(backend, a["q"].device, op, triton_pkg=_triton_kernels,
-                                  triton_error=_TRITON_ERROR, tilelang_pkg=_tilelang_kernels,
-                                  interpreted=_INTERPRETED)
+    kernels, phases = _rt.call_parts(mode, _rt.needs_grad(a))
+    x = a["q"]
+
+    def race():  # backend="auto" on CUDA: which backend the tuned file measured faster for this call
+        return _tuned.faster_backend(NAME, _spec.SPEC_HASH, _PACKAGE, x=x, K=sizes["K"],
+                                     V=sizes["V"],
+                                     T=sizes["B"] * sizes["T"] // sizes["N"], phases=phases)
+
+    backend = _rt.resolve_backend(backend, x.device, op, triton_pkg=_triton_kernels, triton_error=_TRITON_ERROR,
+                                  tilelang_pkg=_tilelang_kernels, interpreted=_INTERPRETED, race=race,
+                                  kernels=kernels)
     if backend == "tilelang":
-        _rt.require_kernels(_tilelang_kernels, op, NAME, "chunk_fwd" if mode == "chunk" else "fused_recurrent_fwd",
-                            needs_grad=_rt.needs_grad(a))
+        _rt.require_kernels(_tilelang_kernels, op, NAME, kernels)
     if backend == "reference":
         # The user's own arguments: the reference resolves the spec defaults itself.
         return _spec.reference_op()(**a)

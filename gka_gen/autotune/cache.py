@@ -9,14 +9,21 @@
          "shape": {"dtype": "bf16", "B": 4, "T": 4096, "H": 16, "K": 128, "V": 128},
          "kernels": {"chunk_grad_bwd": {
              "phase": "bwd", "config": {...best...}, "ms": 1.23, "default": {...}, "default_ms": 1.41,
-             "done": true, "trials": [{"config": {...}, "status": "ok", "ms": 1.23, "first_call_s": 4.1, ...}, ...]}}}}}}
+             "done": true, "trials": [{"config": {...}, "status": "ok", "ms": 1.23, "first_call_s": 4.1, ...}, ...]}},
+         "phases": {"fwd": 0.41, "bwd": 1.23, "recurrent": 2.0}}},
+                  "tilelang": {"bf16/K128/V128/T4096": {"shape": {...}, "kernels": {},
+         "phases": {"fwd": 0.39, "bwd": 1.5}, "rel_diff": {"fwd": 0.003, ...}}}}}
 
 `ms` is the median time of the kernel's whole phase (forward, backward or recurrent forward), since
 a kernel is tuned inside the call that uses it. `trials` keeps every candidate's outcome so an
-interrupted search resumes where it stopped. The spec hash is part of the file name and is checked
+interrupted search resumes where it stopped. `phases` are each backend's whole-call times with
+its best configs (TileLang has no tunable configs yet: its kernels use the template's tiles),
+measured one backend after the other in one process, and TileLang's agreement with Triton
+(`rel_diff`): `backend="auto"` picks the faster backend per call from them
+(lookup.faster_backend). The spec hash is part of the file name and is checked
 inside: a changed spec never reads configs tuned for another version of it. The kernels hash (of the
-generated kernel sources) is checked too: a config tuned for other kernel code (templates changed
-since) could now exceed shared memory, so it is not used either.
+generated kernel sources of both backends) is checked too: a config tuned for other kernel code
+(templates changed since) could now exceed shared memory, so it is not used either.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from pathlib import Path
 FORMAT = 1
 ROOT = Path(__file__).resolve().parents[2] / "autotune"
 DTYPES = ("fp32", "bf16", "fp16")
+PHASES = ("fwd", "bwd", "recurrent")  # a call's parts that are timed whole: what `backend="auto"` races
 _BUCKET = re.compile(r"^(fp32|bf16|fp16)/K(\d+)/V(\d+)/T(\d+)$")
 
 
@@ -56,12 +64,15 @@ def tuned_path(base: Path, gpu: str, spec: str, spec_hash: str) -> Path:
     return Path(base) / sanitize_gpu_name(gpu) / f"{spec}-{spec_hash}.json"
 
 
-def kernels_hash(directory) -> str:
-    """Hash of the kernel sources in ``directory`` (a generated triton_kernels/ folder): file names
-    and bytes of its *.py files. Generation is deterministic, so equal on every machine."""
+def kernels_hash(*directories) -> str:
+    """Hash of the kernel sources in ``directories`` (a generated package's triton_kernels/ and, where
+    it has them, tilelang_kernels/): file names and bytes of their *.py files. Generation is
+    deterministic, so equal on every machine. Both backends are in one hash because the file holds
+    both backends' phase times: either backend's new code makes the race between them stale."""
     h = hashlib.sha256()
-    for p in sorted(Path(directory).glob("*.py")):
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    for d in directories:
+        for p in sorted(Path(d).glob("*.py")):
+            h.update(Path(d).name.encode() + b"/" + p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 
 
@@ -142,6 +153,12 @@ def validate(data, spec: str, spec_hash_: str, kernels_hash_: str) -> dict:
             kernels = bucket.get("kernels") if isinstance(bucket, dict) else None
             if not isinstance(kernels, dict):
                 raise CacheError(f"{backend}/{key}: missing 'kernels'")
+            phases = bucket.get("phases", {})
+            if not isinstance(phases, dict) or not all(
+                    p in PHASES and isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms > 0
+                    for p, ms in phases.items()):
+                raise CacheError(f"{backend}/{key}: 'phases' must map {'/'.join(PHASES)} to positive ms, "
+                                 f"got {phases!r}")
             for name, entry in kernels.items():
                 if not isinstance(entry, dict):
                     raise CacheError(f"{backend}/{key}/{name} is not an object")

@@ -25,8 +25,8 @@ from . import cache
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 _OVERRIDES: dict[tuple[str, str], dict] = {}  # (spec, kernel) -> config being measured by tune.py
-_TABLES: dict[tuple[str, str, str], dict] = {}  # (spec, hash, gpu) -> {bucket: {"kernels": ...}} (triton)
-_RESOLVED: dict[tuple, dict] = {}  # memo: one dict lookup per launch once a shape has been seen
+_TABLES: dict[tuple[str, str, str], dict] = {}  # (spec, hash, gpu) -> the file's "backends"
+_RESOLVED: dict[tuple, dict] = {}  # memo: one dict lookup per launch (or per auto choice) once a shape has been seen
 _WARNED: set = set()
 _GPU_NAMES: dict[int, str] = {}
 _TUNING = False  # a search is running in this process: never start another from inside it
@@ -51,10 +51,15 @@ def launch_config(spec: str, spec_hash: str, package: str, kernel: str, default:
 
 
 def package_kernels_hash(package: str) -> str:
-    """cache.kernels_hash of a generated package's Triton kernels (generated.<name>.triton_kernels)."""
-    import importlib
+    """cache.kernels_hash of a generated package's kernels: triton_kernels/ and tilelang_kernels/."""
+    import importlib.util
 
-    return cache.kernels_hash(Path(importlib.import_module(package + ".triton_kernels").__file__).parent)
+    dirs = []
+    for backend in ("triton_kernels", "tilelang_kernels"):
+        found = importlib.util.find_spec(f"{package}.{backend}")
+        if found is not None:
+            dirs.append(Path(found.origin).parent)
+    return cache.kernels_hash(*dirs)
 
 
 def gpu_name(x) -> str | None:
@@ -70,27 +75,56 @@ def gpu_name(x) -> str | None:
     return _GPU_NAMES[index]
 
 
-def tuned_buckets(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
-    """{bucket: {"kernels": {kernel: entry}}} of the Triton backend in this spec's file for ``gpu``;
-    {} (after one warning) when the file is missing or unusable."""
+def tuned_backends(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
+    """{backend: {bucket: {"kernels": {kernel: entry}, "phases": {phase: ms}}}} of this spec's file
+    for ``gpu``; {} (after one warning) when the file is missing or unusable."""
     key = (spec, spec_hash, gpu)
     if key not in _TABLES:
         path = cache.tuned_path(cache.root(), gpu, spec, spec_hash)
         try:
-            data = cache.load(path, spec, spec_hash, package_kernels_hash(package))
-            buckets = data["backends"].get("triton", {})
+            backends = cache.load(path, spec, spec_hash, package_kernels_hash(package))["backends"]
         except FileNotFoundError:
             others = sorted(p.name for p in path.parent.glob(f"{spec}-*.json"))
             stale = f" (only for other versions of the spec: {', '.join(others)})" if others else ""
             _warn_once(key, f"gka-gen: no tuned launch configs for {spec} (spec hash {spec_hash}) on {gpu}: "
                             f"{path} is missing{stale}. Using the defaults; `gka-gen autotune` on this GPU "
                             "writes the file.")
-            buckets = {}
+            backends = {}
         except (OSError, UnicodeDecodeError, cache.CacheError) as e:
             _warn_once(key, f"gka-gen: ignoring {path}: {e}. Using the default launch configs.")
-            buckets = {}
-        _TABLES[key] = buckets
+            backends = {}
+        _TABLES[key] = backends
     return _TABLES[key]
+
+
+def tuned_buckets(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
+    """The Triton backend's buckets of tuned_backends."""
+    return tuned_backends(spec, spec_hash, package, gpu).get("triton", {})
+
+
+def faster_backend(spec: str, spec_hash: str, package: str, *, x, K: int, V: int, T: int, phases) -> str | None:
+    """Which backend the tuned file measured faster for a call made of ``phases`` ("fwd", "bwd",
+    "recurrent"): "tilelang" or "triton", at the nearest shape bucket that timed both backends for
+    all of them (same dtype, K and V; nearest T). None when nothing measured says (no file, no such
+    bucket, not CUDA): the caller's default then holds."""
+    gpu = gpu_name(x)
+    dtype = DTYPE_NAMES.get(str(x.dtype))
+    if gpu is None or dtype is None:
+        return None
+    memo = ("race", spec, spec_hash, gpu, dtype, K, V, cache.t_bucket(T), tuple(phases))
+    if memo not in _RESOLVED:
+        backends = tuned_backends(spec, spec_hash, package, gpu)
+        times = {b: {key: bucket.get("phases", {}) for key, bucket in backends.get(b, {}).items()}
+                 for b in ("triton", "tilelang")}
+        both = [key for key in times["tilelang"]
+                if all(p in times["tilelang"][key] and p in times["triton"].get(key, {}) for p in phases)]
+        near = cache.nearest_bucket(both, dtype, K, V, T)
+        winner = None
+        if near is not None:
+            total = {b: sum(times[b][near][p] for p in phases) for b in times}
+            winner = "tilelang" if total["tilelang"] < total["triton"] else "triton"
+        _RESOLVED[memo] = {"backend": winner}
+    return _RESOLVED[memo]["backend"]
 
 
 def invalidate() -> None:
@@ -120,8 +154,9 @@ def _merge(default: dict, tuned: dict) -> dict:
 
 def _resolve(spec, spec_hash, package, kernel, gpu, dtype, K, V, T, x) -> dict:
     buckets = tuned_buckets(spec, spec_hash, package, gpu)
-    if (cache.bucket_key(dtype, K, V, T) not in buckets and os.environ.get("GKA_GEN_AUTOTUNE") == "1"
-            and not _TUNING):
+    # a bucket holding only the backend race (no Triton search ran) counts as not tuned
+    if (not buckets.get(cache.bucket_key(dtype, K, V, T), {}).get("kernels")
+            and os.environ.get("GKA_GEN_AUTOTUNE") == "1" and not _TUNING):
         buckets = _tune_now(package, spec, spec_hash, gpu, dtype, K, V, T, x)
     near = cache.nearest_bucket(buckets, dtype, K, V, T)
     entry = buckets[near]["kernels"].get(kernel) if near else None

@@ -12,7 +12,9 @@ Per spec and shape:
    fails to compile or launch is skipped ('error'); the rest are timed (triton.testing.do_bench,
    median ms of the whole call);
 3. the fastest is kept. The file is rewritten after every kernel, with every trial, so a search cut
-   short (budget, Ctrl-C) resumes where it stopped and never re-times a candidate.
+   short (budget, Ctrl-C) resumes where it stopped and never re-times a candidate;
+4. the race (race_shape): each backend's whole calls, timed with its best configs, one backend
+   after the other; TileLang's outputs must match Triton's to be timed. `backend="auto"` reads it.
 
 The budget (minutes) covers everything, compiles included; past it the search stops after the
 current candidate, keeps the best verified so far, and marks the kernel not done.
@@ -37,7 +39,6 @@ from . import cache, configs, lookup, prefilter
 # masking bug) is off by O(1).
 TOLERANCE = {"bf16": 2e-2, "fp16": 2e-2, "fp32": 2e-4}
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class BudgetExceeded(Exception):
@@ -200,7 +201,7 @@ def best_of(trials):
 class Calls:
     """The package's three calls on one shape's inputs; each returns its outputs."""
 
-    def __init__(self, package: str, shape: Shape, device):
+    def __init__(self, package: str, shape: Shape, device, backend: str = "triton"):
         import torch
 
         from ..testing import make_inputs
@@ -216,19 +217,20 @@ class Calls:
                              initial_state=True, requires_grad=True)
         self.leaves = [t for v in self.a.values() for t in _tensors(v)
                        if isinstance(t, torch.Tensor) and t.requires_grad]  # initial states included
+        self.backend = backend
         self._graph = None
 
     def fwd(self):
         import torch
 
         with torch.no_grad():
-            return self.chunk_fn(**self.a, output_final_state=True, backend="triton")
+            return self.chunk_fn(**self.a, output_final_state=True, backend=self.backend)
 
     def recurrent(self):
         import torch
 
         with torch.no_grad():
-            return self.recurrent_fn(**self.a, output_final_state=True, backend="triton")
+            return self.recurrent_fn(**self.a, output_final_state=True, backend=self.backend)
 
     def bwd(self):
         """Gradients of every input from one backward over a forward graph built on first use
@@ -237,7 +239,7 @@ class Calls:
 
         if self._graph is None:
             with torch.enable_grad():
-                outs = _tensors(self.chunk_fn(**self.a, output_final_state=True, backend="triton"))
+                outs = _tensors(self.chunk_fn(**self.a, output_final_state=True, backend=self.backend))
             gen = torch.Generator().manual_seed(1)
             self._graph = (outs, [torch.randn(o.shape, generator=gen).to(o) for o in outs])
         outs, grads = self._graph
@@ -279,9 +281,11 @@ def _open_table(path: Path, spec: str, spec_hash: str, kernels_hash: str, gpu: s
 
 def tune_package(package: str, shapes, *, budget_min: float | None = None, out: Path | None = None, device=None,
                  jobs: int | None = None, use_prefilter: bool = True, progress: bool = True, echo=print,
-                 deadline: float | None = None) -> Path:
-    """Search every tunable kernel of ``package`` (e.g. "generated.kda") for each shape; returns the
-    file written. BudgetExceeded when the budget ran out (the file then holds the partial search)."""
+                 deadline: float | None = None, search_triton: bool = True, race=("triton",)) -> Path:
+    """Search every tunable Triton kernel of ``package`` (e.g. "generated.kda") for each shape
+    (``search_triton``), then time the whole calls of each backend in ``race`` with its best configs
+    (race_shape); returns the file written. BudgetExceeded when the budget ran out (the file then
+    holds the partial search)."""
     import torch
 
     device = torch.device(device or "cuda")
@@ -302,11 +306,20 @@ def tune_package(package: str, shapes, *, budget_min: float | None = None, out: 
     verdict_memo: dict = {}
     try:
         for shape in shapes:
-            _tune_shape(package, name, family, kernels_mod, shape, table, path, device, deadline, jobs,
-                        use_prefilter, verdict_memo, progress, echo)
+            tried = _trial_count(table, shape)
+            if search_triton:
+                _tune_shape(package, name, family, kernels_mod, shape, table, path, device, deadline, jobs,
+                            use_prefilter, verdict_memo, progress, echo)
+            race_shape(package, name, shape, table, path, device, race, echo,
+                       retime=_trial_count(table, shape) != tried)
     finally:
         lookup.invalidate()
     return path
+
+
+def _trial_count(table, shape: Shape) -> int:
+    kernels = table["backends"].get("triton", {}).get(shape.bucket, {}).get("kernels", {})
+    return sum(len(e.get("trials", ())) for e in kernels.values())
 
 
 def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, device, deadline, jobs,
@@ -381,6 +394,71 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
         bar.close()
 
 
+# ----------------------------------------------------------------------------- the backend race
+def _tilelang_phases(package: str) -> tuple[str, ...]:
+    """The phases the package's TileLang kernels can run on their own (none without TileLang kernels)."""
+    if importlib.util.find_spec(package + ".tilelang_kernels") is None:
+        return ()
+    have = importlib.import_module(package + ".tilelang_kernels").KERNELS
+    return tuple(p for p, k in (("fwd", "chunk_fwd"), ("bwd", "chunk_bwd"), ("recurrent", "fused_recurrent_fwd"))
+                 if k in have and (p != "bwd" or "chunk_fwd" in have))
+
+
+def race_shape(package, name, shape: Shape, table, path, device, backends, echo, retime: bool = False) -> None:
+    """Time each phase (chunked forward, its backward, recurrent forward) of every backend in
+    ``backends`` with its best configs, one backend after the other in this process: the numbers
+    `backend="auto"` chooses by. Triton always runs (the baseline and the reference outputs); a
+    TileLang phase whose outputs differ from Triton's beyond TOLERANCE gets no time, so auto never
+    picks it. Phases already timed are kept (a resumed run) unless ``retime`` (the Triton search
+    just changed configs)."""
+    tri = table["backends"].setdefault("triton", {}).setdefault(shape.bucket, {"shape": asdict(shape),
+                                                                               "kernels": {}})
+    best = {k: e["config"] for k, e in tri["kernels"].items()}
+    want = {"triton": ("fwd", "bwd", "recurrent")}
+    if "tilelang" in backends:
+        want["tilelang"] = _tilelang_phases(package)
+        if not want["tilelang"]:
+            echo(f"  {name}: no TileLang kernels; the race is Triton only")
+    refs = {}
+
+    def reference(phase):  # Triton's outputs of a phase, the yardstick of TileLang's
+        if phase not in refs:
+            with lookup.overrides(name, best):
+                refs[phase] = Calls(package, shape, device).phase(phase)()
+        return refs[phase]
+
+    for backend, phases in want.items():
+        bucket = tri if backend == "triton" else table["backends"].setdefault(backend, {}).setdefault(
+            shape.bucket, {"shape": asdict(shape), "kernels": {}})
+        if bucket.get("shape") != asdict(shape):  # timed before at another B: those times mean another shape
+            bucket.update(shape=asdict(shape), phases={}, rel_diff={})
+        done = bucket.setdefault("phases", {})
+        todo = [p for p in phases if p not in done or retime]
+        calls = Calls(package, shape, device, backend=backend) if todo else None
+        for phase in todo:
+            fn = calls.phase(phase)
+            done.pop(phase, None)
+            try:
+                with lookup.overrides(name, best):
+                    outs = fn()
+                    if backend == "triton":
+                        refs[phase] = outs
+                    else:
+                        err = bucket.setdefault("rel_diff", {})[phase] = max_rel_diff(outs, reference(phase))
+                        if err > TOLERANCE[shape.dtype]:
+                            echo(f"  {name} {shape.bucket} {backend} {phase}: differs from Triton (max rel diff "
+                                 f"{err:.3g}); left out of the race")
+                            continue
+                    done[phase] = round(bench(fn, device), 4)
+            except Exception as e:  # noqa: BLE001 - a phase that fails is left out of the race
+                echo(f"  {name} {shape.bucket} {backend} {phase}: {type(e).__name__}: {str(e).strip()[:300]}")
+                continue
+            echo(f"  {name} {shape.bucket} {backend:8s} {phase:9s} {done[phase]:8.3f} ms")
+        if todo:
+            table["updated"] = _now()
+            cache.save(path, table)
+
+
 def _key(cfg: dict) -> str:
     return json.dumps(cfg, sort_keys=True)
 
@@ -405,30 +483,27 @@ def _progress(total: int, desc: str, enabled: bool):
 # ----------------------------------------------------------------------------- the command
 def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None = None, out: Path | None = None,
         jobs: int | None = None, echo=print) -> bool:
-    """`gka-gen autotune`: every spec in turn, one file each. False when the budget ran out."""
+    """`gka-gen autotune`: every spec in turn, one file each. False when the budget ran out.
+
+    backend "triton": search the Triton configs, then time Triton's calls; "tilelang": time the
+    TileLang calls beside Triton's current configs (TileLang's kernels have no config space yet:
+    they use the template's tiles), the race `backend="auto"` reads; "all": both."""
     import torch
 
+    from ..codegen.generate import import_generated
     from ..spec import load_spec
 
     if not torch.cuda.is_available():
         raise TuneError("gka-gen autotune needs a CUDA GPU (torch.cuda.is_available() is False)")
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))  # generated/ lives at the repository root
     deadline = time.monotonic() + (budget_min * 60 if budget_min else math.inf)
     for p in spec_paths:
         spec = load_spec(Path(p))
-        package = f"generated.{spec.name}"
-        if backend in ("tilelang", "all"):
-            has = importlib.util.find_spec(package + ".tilelang_kernels") is not None
-            echo(f"{spec.name}: {'TileLang kernels have no tunable configs yet' if has else 'no TileLang kernels'}; "
-                 "skipped")
-        if backend not in ("triton", "all"):
-            continue
-        if importlib.import_module(package + ".spec").SPEC_HASH != spec.hash:
-            raise TuneError(f"generated/{spec.name} is stale (spec hash changed): run `gka-gen generate`")
+        package = import_generated(spec, p).__name__
         echo(f"{spec.name} (hash {spec.hash}) on {torch.cuda.get_device_name()}: {len(shapes)} shapes")
         try:
-            path = tune_package(package, shapes, out=out, jobs=jobs, echo=echo, deadline=deadline)
+            path = tune_package(package, shapes, out=out, jobs=jobs, echo=echo, deadline=deadline,
+                                search_triton=backend in ("triton", "all"),
+                                race=("triton", "tilelang") if backend in ("tilelang", "all") else ("triton",))
         except BudgetExceeded:
             echo(f"budget of {budget_min} min used up during {spec.name}; run the same command again to resume")
             return False

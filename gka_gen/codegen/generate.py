@@ -249,3 +249,24 @@ def _compare(rendered: list[Rendered], tmp: Path, out: Path) -> list[str]:
     for r in rendered:
         diffs += _diff(r.path, out / r.name, f"{r.name}/")
     return diffs
+
+
+def import_generated(spec: Spec, path) -> object:
+    """The generated package of ``spec`` (generated.<name>, from the repository root), which must
+    be up to date with it: running a stale one would measure some other recurrence. SpecError
+    (naming the spec file) when it is missing or stale."""
+    import importlib
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)  # generated/ lives at the repository root
+    try:
+        pkg = importlib.import_module(f"generated.{spec.name}")
+    except ModuleNotFoundError:
+        raise SpecError(f"no generated package generated/{spec.name}; run `gka-gen generate`",
+                        file=str(path), field="name") from None
+    if pkg.spec.SPEC_HASH != spec.hash:
+        raise SpecError(f"generated/{spec.name} was generated from another version of this spec; "
+                        "run `gka-gen generate`", file=str(path))
+    return pkg

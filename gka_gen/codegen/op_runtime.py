@@ -59,13 +59,15 @@ def kernels_interpreted(pkg) -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device, op: str, *, triton_pkg, triton_error, tilelang_pkg,
-                    interpreted: bool) -> str:
+                    interpreted: bool, race=None, kernels=()) -> str:
     """The backend a call runs on: "triton" | "tilelang" | "reference".
 
-    auto: Triton on a CUDA device; on CPU, Triton only when its kernels were imported in the
+    auto: on a CUDA device, TileLang where ``race()`` (the tuned file's verdict for this call's
+    shape and phases: lookup.faster_backend) says it is the faster one and it has every kernel in
+    ``kernels``; where TileLang would win but cannot run (not installed), Triton with one warning.
+    Otherwise Triton on a CUDA device; on CPU, Triton only when its kernels were imported in the
     interpreter (TRITON_INTERPRET=1 before the package was imported), else the reference -
-    quietly, as CPU use without the interpreter is the normal case of a CPU machine. auto never
-    picks TileLang yet: nothing measured says when it is the faster one (docs/backends.md).
+    quietly, as CPU use without the interpreter is the normal case of a CPU machine.
     tilelang: only by name, on CUDA tensors, where TileLang is installed (``tilelang_pkg.unavailable``
     says why not); which kernels it has is checked per call by `require_kernels`.
     """
@@ -73,6 +75,14 @@ def resolve_backend(backend: str, device: torch.device, op: str, *, triton_pkg, 
         raise ValueError(f"{op}: backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     dev = device.type
     if backend == "auto":
+        if (dev == "cuda" and tilelang_pkg is not None and race is not None
+                and all(k in tilelang_pkg.KERNELS for k in kernels) and race() == "tilelang"):
+            why = tilelang_pkg.unavailable()
+            if why is None:
+                return "tilelang"
+            if triton_pkg is not None:
+                _warn_once(("auto", op), f"{op}: the tuned configs of this GPU measured the TileLang kernels "
+                                         f"faster at this shape, but {why}; using Triton")
         if triton_pkg is not None and (dev == "cuda" or (dev == "cpu" and interpreted)):
             return "triton"
         if triton_pkg is None and dev == "cuda":
@@ -99,6 +109,23 @@ def resolve_backend(backend: str, device: torch.device, op: str, *, triton_pkg, 
     return backend
 
 
+_WARNED: set = set()
+
+
+def _warn_once(key, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def call_parts(mode: str, grad: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(kernels, timed phases) a call is made of: a chunked call needs chunk_fwd (and chunk_bwd when
+    a gradient may follow: phases fwd, bwd), a recurrent one fused_recurrent_fwd (phase recurrent)."""
+    if mode == "chunk":
+        return ("chunk_fwd", "chunk_bwd") if grad else ("chunk_fwd",), ("fwd", "bwd") if grad else ("fwd",)
+    return ("fused_recurrent_fwd",), ("recurrent",)
+
+
 def needs_grad(a: dict) -> bool:
     """Whether autograd will record a call on the arguments ``a`` (so a backward may follow)."""
     if not torch.is_grad_enabled():
@@ -110,13 +137,12 @@ def needs_grad(a: dict) -> bool:
     return False
 
 
-def require_kernels(pkg, op: str, variant: str, kernel: str, *, needs_grad: bool) -> None:
+def require_kernels(pkg, op: str, variant: str, kernels) -> None:
     """Raise unless the kernel package ``pkg`` (one that lists its kernels in KERNELS, as the
-    TileLang packages do while some are unwritten) has ``kernel``, and chunk_bwd when a gradient
-    may be asked for: a missing kernel is an error that names it, never a silent switch to
-    another backend (nor a backward that fails later, far from the call)."""
-    wanted = [kernel] + (["chunk_bwd"] if needs_grad else [])
-    missing = [k for k in wanted if k not in pkg.KERNELS]
+    TileLang packages do) has every one of ``kernels`` (call_parts): a missing kernel is an error
+    that names it, never a silent switch to another backend (nor a backward that fails later, far
+    from the call)."""
+    missing = [k for k in kernels if k not in pkg.KERNELS]
     if not missing:
         return
     why = " (a gradient needs chunk_bwd)" if "chunk_bwd" in missing else ""

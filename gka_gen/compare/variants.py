@@ -1,15 +1,11 @@
 """A variant to compare: its spec, and the generated package's op, layer and reference."""
 from __future__ import annotations
 
-import importlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SpecError
+from ..codegen.generate import import_generated
 from ..spec import Spec, load_spec
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -45,15 +41,5 @@ class Variant:
 def load_variant(path: str | Path) -> Variant:
     """The spec at ``path`` and its generated package, which must be up to date with it."""
     spec = load_spec(path)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    try:
-        pkg = importlib.import_module(f"generated.{spec.name}")
-    except ModuleNotFoundError:
-        raise SpecError(f"no generated package generated/{spec.name}; run `gka-gen generate`",
-                        file=str(path), field="name") from None
-    if pkg.spec.SPEC_HASH != spec.hash:
-        # Comparing a stale package would report numbers of some other recurrence.
-        raise SpecError(f"generated/{spec.name} was generated from another version of this spec; "
-                        "run `gka-gen generate`", file=str(path))
+    pkg = import_generated(spec, path)
     return Variant(spec=spec, family=pkg.spec.canonical_form().family, package=pkg)

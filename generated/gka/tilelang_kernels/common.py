@@ -28,6 +28,15 @@ def unavailable() -> str | None:
     return None
 
 
+def block_of(n: int, widest: int = 64) -> int:
+    """The widest tile <= `widest` that divides a head dim n (n is a multiple of 16 by the spec's dims),
+    so that every head-dim slice is whole: no masks on its loads and stores (K = 80 -> 16)."""
+    for b in (64, 32, 16):
+        if b <= widest and n % b == 0:
+            return b
+    raise ValueError(f"head dim {n} is not a multiple of 16")
+
+
 def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
     """The packed sequences as chunks (as triton_kernels.common.prepare_chunks, chunk pairs as rows;
     the recurrent kernel reads only cu, and asks for one chunk per sequence).

@@ -3,22 +3,47 @@
 #
 # TileLang kernels of mesanet: ridge (Kalman) family, cg solve, lam rule channel_param.
 # The host API is the Triton kernels' (triton_kernels/__init__.py), so ops.py drives either:
+#   chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
+#             output_final_state, cu_seqlens, chunk_size=64) -> (o, final_state, saved)
+#   chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
+#             cu_seqlens, do, dht, saved, chunk_size=64)
+#       -> (dq, dk, dv, dg, dgk, dbeta, dalpha, dlamb, dh0)
 #   fused_recurrent_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter,
 #                       initial_state, output_final_state, cu_seqlens) -> (o, final_state)
-# Only the token-by-token forward is written: chunk_fwd and chunk_bwd are not, and KERNELS says
-# so, so ops.py refuses (NotImplementedError, naming the kernel) a chunked call or a call that may
-# need a gradient instead of running something else.
+# KERNELS lists what exists: a call that needs a missing kernel raises in ops.py, naming it.
 # TileLang is imported by the first call, not by this package, so the generated package imports
 # where TileLang is absent and `unavailable()` says why the kernels cannot run.
 from .common import unavailable
 
-KERNELS = ("fused_recurrent_fwd",)
+KERNELS = ("chunk_fwd", "fused_recurrent_fwd")
+# Written, lowered and compiled in CI, but not offered: on the H200 (2026-11-30) its gradients
+# differed from Triton's (gka: O(1); mesanet: 5e-2 at T >= 4096; bench/results/
+# tilelang_check_gka_mesanet_stdout.md). `python -m bench tilelang --unverified` checks it again.
+UNVERIFIED = ("chunk_bwd",)
 DECAY_H = "scalar"
 DECAY_U = "scalar"
 INPUT_BETA = True
 LAM_RULE = "channel_param"
 SOLVER = "cg"
 MIX = False
+
+
+def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
+              output_final_state, cu_seqlens, chunk_size=64):
+    """Chunked forward: returns (o [B,T,H,V] in q's dtype, (h_kk, h_kv) fp32 or None, saved)."""
+    from .fwd import chunk_fwd as run
+
+    return run(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
+               output_final_state, cu_seqlens, chunk_size)
+
+
+def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state, cu_seqlens,
+              do, dht, saved, chunk_size=64):
+    """Chunked backward: returns (dq, dk, dv, dg, dgk, dbeta, dalpha, dlamb, dh0) (None for absent inputs)."""
+    from .bwd import chunk_bwd as run
+
+    return run(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state, cu_seqlens,
+               do, dht, saved, chunk_size)
 
 
 def fused_recurrent_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
@@ -34,10 +59,10 @@ def fused_recurrent_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, n
 def programs(K, V, dtype="bfloat16", H=2):
     """Every TileLang program of this package at one shape, by kernel name (TileLang prim_funcs,
     for lowering and compile checks; imports TileLang)."""
-    from . import recurrent
+    from . import bwd, fwd, recurrent
 
-    return recurrent.programs(H, K, V, dtype)
+    return {**fwd.programs(H, K, V, dtype), **recurrent.programs(H, K, V, dtype), **bwd.programs(H, K, V, dtype)}
 
 
-__all__ = ["fused_recurrent_fwd", "programs", "unavailable", "KERNELS", "DECAY_H", "DECAY_U", "INPUT_BETA",
-           "LAM_RULE", "SOLVER", "MIX"]
+__all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd", "programs", "unavailable", "KERNELS", "UNVERIFIED",
+           "DECAY_H", "DECAY_U", "INPUT_BETA", "LAM_RULE", "SOLVER", "MIX"]
