@@ -12,11 +12,12 @@ gka: ridge family
 
 Layout [B, T, H, K] as in flash-linear-attention; gates in log space; states fp32
 [N, H, ...] (final_state: a tuple (H, U)).
-backend: "triton" | "tilelang" | "reference" | "auto" (Triton on CUDA tensors, and on CPU
-when the package was imported with TRITON_INTERPRET=1; otherwise the spec-derived reference).
-"tilelang" runs only where TileLang is installed and a CUDA GPU is present, and only the kernels
-its package lists in KERNELS: a call that needs another one (the backward, where it is not
-written yet) raises, naming it. "auto" never picks TileLang yet (no timings to prefer it by).
+backend: "triton" | "tilelang" | "reference" | "auto" (on CUDA tensors TileLang where this GPU's
+tuned file measured it faster for the call's shape and phases (`gka-gen autotune --backend
+tilelang`), else Triton; on CPU Triton when the package was imported with TRITON_INTERPRET=1,
+otherwise the spec-derived reference). "tilelang" runs only where TileLang is installed and a
+CUDA GPU is present, and only the kernels its package lists in KERNELS: a call that needs another
+one (a backward not offered) raises, naming it.
 
 cp_group: a torch.distributed process group for context parallelism: each rank passes its
 contiguous slice of the sequence and gets that slice's outputs, as if the whole sequence had run
