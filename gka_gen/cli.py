@@ -164,6 +164,8 @@ def autotune(
     budget_min: Annotated[Optional[float], typer.Option(help="stop after this many minutes (resumable)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="folder of the tuned files (default: autotune/)")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="parallel ahead-of-time compiles (default: all cores)")] = None,
+    warm_workers: Annotated[int, typer.Option(help="compile the race's kernels in this many processes first "
+                                                   "(one spec each), so the timed run loads them from cache")] = 0,
 ):
     """On a GPU: search each kernel's launch config per shape and time each backend's calls (the
     race backend='auto' reads); write autotune/<GPU>/<spec>-<hash>.json."""
@@ -177,7 +179,7 @@ def autotune(
         raise typer.BadParameter(str(e)) from None
     try:
         finished = run(specs or sorted(SPECS_DIR.glob("*.yaml")), grid, backend=backend, budget_min=budget_min,
-                       out=out, jobs=jobs, echo=typer.echo)
+                       out=out, jobs=jobs, warm_workers=warm_workers, echo=typer.echo)
     except TuneError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

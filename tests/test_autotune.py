@@ -572,3 +572,28 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml"])
     assert r.exit_code == 2 and "needs a CUDA GPU" in r.output and calls == []
+
+
+def test_warm_up_runs_one_race_per_spec_in_parallel_processes(monkeypatch):
+    """--warm-workers: every spec's race once in a subprocess with exactly the run's shapes (so the
+    timed run hits the compile caches); a failing worker is reported, not fatal."""
+    import subprocess
+    from types import SimpleNamespace
+
+    shapes = tune.parse_shapes("K=128 T=2048,8192 tokens=16384 H=16 dtype=bf16; K=64 V=32 T=64 B=3 dtype=fp32")
+    assert tune.parse_shapes(tune.shape_text(shapes)) == shapes
+    seen = []
+
+    def fake_run(cmd, **kw):
+        seen.append(cmd)
+        bad = cmd[4].endswith("gka.yaml")
+        return SimpleNamespace(returncode=1 if bad else 0, stdout="", stderr="boom" if bad else "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    lines = []
+    tune.warm_caches(["specs/kda.yaml", "specs/gka.yaml"], shapes, 2, lines.append)
+    assert sorted(c[4] for c in seen) == ["specs/gka.yaml", "specs/kda.yaml"]
+    for cmd in seen:
+        assert cmd[1:4] == ["-m", "gka_gen.cli", "autotune"] and cmd[5:7] == ["--backend", "tilelang"]
+        assert tune.parse_shapes(cmd[cmd.index("--shapes") + 1]) == shapes
+    assert "  warmed kda" in lines and "  warmed gka (exit 1: boom)" in lines

@@ -481,13 +481,41 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 # ----------------------------------------------------------------------------- the command
+def shape_text(shapes) -> str:
+    """parse_shapes' input for exactly these shapes (one grid each)."""
+    return "; ".join(f"K={s.K} V={s.V} T={s.T} B={s.B} H={s.H} dtype={s.dtype}" for s in shapes)
+
+
+def warm_caches(spec_paths, shapes, workers: int, echo=print) -> None:
+    """Compile every kernel the race will time, in ``workers`` processes at once (one spec each,
+    results thrown away): the race then loads them from Triton's and TileLang's disk caches and
+    times one backend after the other without paying minutes of serial compiles. A worker that
+    fails only costs its warm-up: the timed run compiles what is missing."""
+    import subprocess
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path):
+        with tempfile.TemporaryDirectory(prefix="gka-gen-warm-") as tmp:
+            r = subprocess.run([sys.executable, "-m", "gka_gen.cli", "autotune", str(path), "--backend", "tilelang",
+                                "--shapes", shape_text(shapes), "--out", tmp], capture_output=True, text=True)
+        return path, r.returncode, (r.stderr or r.stdout).strip().splitlines()[-1:] if r.returncode else []
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, rc, tail in pool.map(one, spec_paths):
+            echo(f"  warmed {Path(path).stem}" + (f" (exit {rc}: {' '.join(tail)})" if rc else ""))
+    echo(f"warm-up: {time.monotonic() - t0:.0f} s in {workers} processes")
+
+
 def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None = None, out: Path | None = None,
-        jobs: int | None = None, echo=print) -> bool:
+        jobs: int | None = None, warm_workers: int = 0, echo=print) -> bool:
     """`gka-gen autotune`: every spec in turn, one file each. False when the budget ran out.
 
     backend "triton": search the Triton configs, then time Triton's calls; "tilelang": time the
     TileLang calls beside Triton's current configs (TileLang's kernels have no config space yet:
-    they use the template's tiles), the race `backend="auto"` reads; "all": both."""
+    they use the template's tiles), the race `backend="auto"` reads; "all": both. warm_workers > 0
+    compiles the race's kernels in that many processes first (warm_caches)."""
     import torch
 
     from ..codegen.generate import import_generated
@@ -496,6 +524,8 @@ def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None
     if not torch.cuda.is_available():
         raise TuneError("gka-gen autotune needs a CUDA GPU (torch.cuda.is_available() is False)")
     deadline = time.monotonic() + (budget_min * 60 if budget_min else math.inf)
+    if warm_workers > 0:
+        warm_caches(spec_paths, shapes, warm_workers, echo)
     for p in spec_paths:
         spec = load_spec(Path(p))
         package = import_generated(spec, p).__name__
