@@ -12,12 +12,6 @@ import torch
 # TileLang's names of the dtypes the kernels accept (q, k, v share one; gates are read as fp32).
 DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
-# The Triton kernels' constants (triton_kernels/common.py), so both backends stop at the same
-# points: ||H_t||_F^2 below FRO_TINY is an empty state (x_t = 0), and CG leaves a row alone once
-# ||r|| <= CG_RTOL ||q||.
-FRO_TINY = 1.1754944e-38
-CG_RTOL = 1e-6
-
 
 def unavailable() -> str | None:
     """Why the TileLang kernels cannot run in this process (None: they can)."""
@@ -29,8 +23,10 @@ def unavailable() -> str | None:
 
 
 def block_of(n: int, widest: int = 64) -> int:
-    """The widest tile <= `widest` that divides a head dim n (n is a multiple of 16 by the spec's dims),
-    so that every head-dim slice is whole: no masks on its loads and stores (K = 80 -> 16)."""
+    """The widest tile <= `widest` that divides a head dim n (n is a multiple of 16 by the spec's dims).
+
+    Tiles that divide the dim exactly keep every load and store of a head-dim slice in bounds
+    without masks, and keep TMA boxes whole (K = 80 -> 16, K = 96 -> 32, K = 128 -> 64)."""
     for b in (64, 32, 16):
         if b <= widest and n % b == 0:
             return b
@@ -38,8 +34,7 @@ def block_of(n: int, widest: int = 64) -> int:
 
 
 def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
-    """The packed sequences as chunks (as triton_kernels.common.prepare_chunks, chunk pairs as rows;
-    the recurrent kernel reads only cu, and asks for one chunk per sequence).
+    """The packed sequences as chunks (as triton_kernels.common.prepare_chunks, chunk pairs as rows).
 
     Every kernel works on a flat token axis [B*T] and sees sequence n as the token range
     [cu[n], cu[n+1]); a fixed-length batch is the special case cu = [0, T, 2T, ...].
@@ -69,3 +64,10 @@ def compiled(program, **params):
     import tilelang
 
     return tilelang.compile(program(**params), target="auto")
+
+
+# The Triton kernels' constants (triton_kernels/common.py), so both backends stop at the same
+# points: ||H_t||_F^2 below FRO_TINY is an empty state (x_t = 0), and CG leaves a row alone once
+# ||r|| <= CG_RTOL ||q||.
+FRO_TINY = 1.1754944e-38
+CG_RTOL = 1e-6
