@@ -272,41 +272,6 @@ def test_race_phases_are_validated(tmp_path):
             cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
 
 
-class _TileLangStub:
-    KERNELS = ("chunk_fwd", "fused_recurrent_fwd")
-
-    def __init__(self, why=None):
-        self.why = why
-
-    def unavailable(self):
-        return self.why
-
-
-def _resolve(race, pkg, kernels=("chunk_fwd",), device="cuda"):
-    from gka_gen.codegen import op_runtime
-
-    return op_runtime.resolve_backend("auto", torch.device(device), "chunk_x", triton_pkg=object(), triton_error=None,
-                                      tilelang_pkg=pkg, interpreted=False, race=lambda: race, kernels=kernels)
-
-
-def test_auto_picks_tilelang_only_where_it_won_and_can_run(monkeypatch):
-    from gka_gen.codegen import op_runtime
-
-    monkeypatch.setattr(op_runtime, "_WARNED", set())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert _resolve("tilelang", _TileLangStub()) == "tilelang"
-        assert _resolve("triton", _TileLangStub()) == "triton"
-        assert _resolve(None, _TileLangStub()) == "triton"  # nothing measured
-        assert _resolve("tilelang", None) == "triton"  # no TileLang kernels generated
-        assert _resolve("tilelang", _TileLangStub(), kernels=("chunk_fwd", "chunk_bwd")) == "triton"  # no bwd
-        assert _resolve("tilelang", _TileLangStub(), device="cpu") == "reference"  # CPU, no interpreter
-    with pytest.warns(RuntimeWarning, match="measured the TileLang kernels faster.*not installed; using Triton") as rec:
-        for _ in range(3):
-            assert _resolve("tilelang", _TileLangStub("TileLang is not installed")) == "triton"
-    assert len(rec) == 1  # once per op
-
-
 def test_generated_ops_ask_the_race_for_their_call(on_h200, monkeypatch):
     """The ops layer's wiring: the race is asked for this call's shape bucket (tokens per sequence
     of a varlen batch) and phases, and TileLang's kernels for the call are required."""

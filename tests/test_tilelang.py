@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 import sys
 from pathlib import Path
 
@@ -361,7 +362,7 @@ def test_tilelang_backend_routing():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     kw = dict(triton_pkg=object(), triton_error=None, interpreted=False)
     assert op_runtime.resolve_backend("tilelang", cuda, "op", tilelang_pkg=_FakeTileLang(), **kw) == "tilelang"
-    # without a measured race (race=None) auto stays on Triton, installed or not (test_autotune: with one)
+    # without a measured race (race=None) auto stays on Triton, installed or not (with one: below)
     assert op_runtime.resolve_backend("auto", cuda, "op", tilelang_pkg=_FakeTileLang(), **kw) == "triton"
     with pytest.raises(RuntimeError, match="cannot run here: TileLang is not installed"):
         op_runtime.resolve_backend("tilelang", cuda, "op", tilelang_pkg=_FakeTileLang("TileLang is not installed"),
@@ -370,6 +371,28 @@ def test_tilelang_backend_routing():
         op_runtime.resolve_backend("tilelang", cpu, "op", tilelang_pkg=_FakeTileLang(), **kw)
     with pytest.raises(ValueError, match="no TileLang kernels were generated"):
         op_runtime.resolve_backend("tilelang", cuda, "op", tilelang_pkg=None, **kw)
+
+
+def _resolve(race, pkg, kernels=("chunk_fwd",), device="cuda"):
+    return op_runtime.resolve_backend("auto", torch.device(device), "chunk_x", triton_pkg=object(), triton_error=None,
+                                      tilelang_pkg=pkg, interpreted=False, race=lambda: race, kernels=kernels)
+
+
+def test_auto_picks_tilelang_only_where_it_won_and_can_run(monkeypatch):
+    """auto with a measured race (tests/test_autotune.py: where the race comes from)."""
+    monkeypatch.setattr(op_runtime, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _resolve("tilelang", _FakeTileLang()) == "tilelang"
+        assert _resolve("triton", _FakeTileLang()) == "triton"
+        assert _resolve(None, _FakeTileLang()) == "triton"  # nothing measured
+        assert _resolve("tilelang", None) == "triton"  # no TileLang kernels generated
+        assert _resolve("tilelang", _FakeTileLang(), kernels=("chunk_fwd", "chunk_bwd")) == "triton"  # no bwd
+        assert _resolve("tilelang", _FakeTileLang(), device="cpu") == "reference"  # CPU, no interpreter
+    with pytest.warns(RuntimeWarning, match="measured the TileLang kernels faster.*not installed; using Triton") as rec:
+        for _ in range(3):
+            assert _resolve("tilelang", _FakeTileLang("TileLang is not installed")) == "triton"
+    assert len(rec) == 1  # once per op
 
 
 def test_a_missing_kernel_is_an_error_that_names_it():
