@@ -2,13 +2,10 @@
 chunk_bwd) the gradients of every input and of the initial state, against the spec's fp32
 reference and against the Triton backend; their forward (and forward + backward) time beside Triton's.
 
-Only what the TileLang packages offer is checked (their KERNELS): chunk_fwd and fused_recurrent_fwd
-under torch.no_grad(), and chunk_bwd where KERNELS lists it (the linear family); for a package
-without a kernel, the one promise about what it lacks: a call that needs it (a gradient: chunk_bwd)
-raises NotImplementedError naming it. --unverified also offers and checks the kernels a package
-has written but lists as UNVERIFIED (the ridge family's chunk_bwd), to see whether they are right now.
+What the TileLang packages offer is checked (their KERNELS): chunk_fwd and fused_recurrent_fwd
+under torch.no_grad(), and gradients through chunk_fwd + chunk_bwd.
 
-    python -m bench tilelang [--specs deltanet kda gka] [--quick] [--unverified] [--jobs 4] [--out bench/results]
+    python -m bench tilelang [--specs deltanet kda gka] [--quick] [--shapes 3 4] [--jobs 4] [--out bench/results]
 
 Each spec runs in its own process (--jobs at a time): the first call of every kernel variant
 compiles it (lowering plus nvcc, ~15 s), and specs compile independently.
@@ -106,19 +103,6 @@ def kernels(name: str) -> tuple:
     return importlib.import_module(f"generated.{name}.tilelang_kernels").KERNELS
 
 
-def offer_unverified(name: str) -> tuple:
-    """--unverified: let the ops layer call the package's written-but-unverified kernels too (its
-    UNVERIFIED), so this check can tell whether they are right now. Returns them."""
-    mod = importlib.import_module(f"generated.{name}.tilelang_kernels")
-    extra = tuple(k for k in getattr(mod, "UNVERIFIED", ()) if k not in mod.KERNELS)
-    mod.KERNELS = mod.KERNELS + extra
-    return extra
-
-
-def has_bwd(name: str) -> bool:
-    return "chunk_bwd" in kernels(name)
-
-
 def modes(name: str) -> tuple:
     """The checks the package's kernels allow: forward by chunk_fwd / fused_recurrent_fwd, gradients."""
     have = kernels(name)
@@ -160,23 +144,6 @@ def check_grad(name: str, shape: dict, slices=((0, 0), (-1, -1))) -> dict:
     return {"errors": errors, "first_call_s": round(first_call_s, 1), "fwd_bwd_ms": ms}
 
 
-def is_refused(name: str, missing: str) -> str | None:
-    """None when a TileLang call that needs the kernel `missing` raises NotImplementedError naming it:
-    chunk_bwd by a call that needs a gradient (through a forward the package has), chunk_fwd by a
-    chunked call under torch.no_grad()."""
-    spec = load_spec(ROOT / "specs" / f"{name}.yaml")
-    grad = missing == "chunk_bwd"
-    args = make_inputs(spec, B=1, T=64, H=2, K=64, V=64, dtype=torch.bfloat16, device="cuda", requires_grad=grad)
-    mode = "chunk" if (missing == "chunk_fwd" or "chunk_fwd" in kernels(name)) else "fused_recurrent"
-    fn = getattr(importlib.import_module(f"generated.{name}"), f"{mode}_{name}")
-    try:
-        with torch.set_grad_enabled(grad):
-            fn(**args, backend="tilelang")
-    except NotImplementedError as e:
-        return None if missing in str(e) else f"wrong message: {e}"
-    return f"no error: a call that needs {missing} was allowed without a TileLang {missing}"
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--specs", nargs="*", default=ALL)
@@ -184,9 +151,10 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=2e-2)
     p.add_argument("--quick", action="store_true", help="two small shapes (smoke test)")
     p.add_argument("--jobs", type=int, default=4, help="specs checked in parallel processes")
-    p.add_argument("--unverified", action="store_true",
-                   help="also check the kernels a package lists as UNVERIFIED (written, not offered)")
+    p.add_argument("--shapes", nargs="*", type=int, metavar="I",
+                   help="only these rows of SHAPES (0-based), to finish a run that was cut short")
     a = p.parse_args(argv)
+    shapes = QUICK if a.quick else [SHAPES[i] for i in a.shapes] if a.shapes else SHAPES
     a.out.mkdir(parents=True, exist_ok=True)
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": _version("triton"),
             "tilelang": _version("tilelang"), "date": dt.date.today().isoformat(), "python": platform.python_version(),
@@ -201,13 +169,7 @@ def main(argv=None):
         return 0 if all(r["pass"] for r in rows) else 1
     rows = []
     for name in a.specs:
-        if a.unverified:
-            meta.setdefault("unverified", {})[name] = offer_unverified(name)
-        for missing, what in (("chunk_bwd", "gradient refused"), ("chunk_fwd", "chunk_fwd refused")):
-            if missing not in kernels(name):
-                refused = is_refused(name, missing)
-                rows.append({"spec": name, "check": what, "pass": refused is None, "error": refused})
-        for shape in QUICK if a.quick else SHAPES:
+        for shape in shapes:
             for mode in modes(name):
                 row = {"spec": name, "check": mode, "shape": shape}
                 t0 = time.time()
@@ -233,7 +195,7 @@ def main(argv=None):
 def _in_processes(a) -> list[dict]:
     return run_per_spec("bench.tilelang_check", a.specs, a.jobs,
                         ["--tol", str(a.tol), "--jobs", "1", *(["--quick"] if a.quick else []),
-                         *(["--unverified"] if a.unverified else [])],
+                         *(["--shapes", *map(str, a.shapes)] if a.shapes else [])],
                         lambda name: {"spec": name, "check": "all", "pass": False,
                                       "error": "the child wrote nothing (see its output)"})
 

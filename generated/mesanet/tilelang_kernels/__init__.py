@@ -15,11 +15,7 @@
 # where TileLang is absent and `unavailable()` says why the kernels cannot run.
 from .common import unavailable
 
-KERNELS = ("chunk_fwd", "fused_recurrent_fwd")
-# Written, lowered and compiled in CI, but not offered: on the H200 (2026-11-30) its gradients
-# differed from Triton's (gka: O(1); mesanet: 5e-2 at T >= 4096; bench/results/
-# tilelang_check_gka_mesanet_stdout.md). `python -m bench tilelang --unverified` checks it again.
-UNVERIFIED = ("chunk_bwd",)
+KERNELS = ("chunk_fwd", "fused_recurrent_fwd", "chunk_bwd")
 DECAY_H = "scalar"
 DECAY_U = "scalar"
 INPUT_BETA = True
@@ -64,5 +60,5 @@ def programs(K, V, dtype="bfloat16", H=2):
     return {**fwd.programs(H, K, V, dtype), **recurrent.programs(H, K, V, dtype), **bwd.programs(H, K, V, dtype)}
 
 
-__all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd", "programs", "unavailable", "KERNELS", "UNVERIFIED",
+__all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd", "programs", "unavailable", "KERNELS",
            "DECAY_H", "DECAY_U", "INPUT_BETA", "LAM_RULE", "SOLVER", "MIX"]
