@@ -80,7 +80,7 @@ def chunk_intra_fwd_program(H, K, V, BT, BK, dtype):
 
             # T = (I + A)^{-1}, A = Diag(b) Gamma strictly lower. Forward substitution is the stable
             # way (the Neumann product form cancels catastrophically), but BT sequential row steps are
-            # slow, so as in the Triton kernels' _solve_unit_lower: (1) substitute inside all BT/BC
+            # slow, so: (1) substitute inside all BT/BC
             # diagonal BC x BC blocks at once (BC - 1 steps), then (2) block forward substitution over
             # the block rows, T_I = D_I^{-1} (e_I - L_I T), two gemms per block row.
             b_s = T.alloc_shared((BT,), ACC)

@@ -4,7 +4,7 @@
 # Chunked backward of deltanet (decay = none, delta rule = True).
 #
 # Recompute, don't store: the forward kernels rebuild W, U, M and the chunk-start states h
-# (and V'); then
+# (and V'), and leave T and Gamma for step 2; then
 #   1. a reverse scan over chunks gives dh_end (gradient wrt the state at each chunk's end) and
 #      dV' = (K exp(G_last - G)) dh_end + scale M^T dO;
 #   2. one program per chunk turns those into dq, dk, dv, dbeta, dg:
@@ -18,8 +18,8 @@ import triton
 import triton.language as tl
 
 from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd
-from .common import (BC_DEFAULT, _chunk_bounds, _col_apply, _gram, _row_apply, _store_tile, _tile,
-                     dot_precision, launch_config, prepare_chunks, state_scan_config, _solve_unit_lower)
+from .common import (BC_DEFAULT, _chunk_bounds, _dot, _col_apply, _row_apply, _store_tile, _tile, dot_precision,
+                     launch_config, prepare_chunks, state_scan_config, _dot32)
 
 
 @triton.jit
@@ -61,48 +61,48 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
         b_do = _tile(do + off_v, r, cv, H * V, nrows, V)
         b_M = _tile(Aqk + (t0 * H + i_h) * BT, r, r, H * BT, nrows, BT)
         # dV' = (K exp(G_last - G)) dh_end + scale M^T dO
-        b_dv = scale * tl.dot(tl.trans(b_M), b_do, input_precision=INPUT_PRECISION)
+        b_dv = scale * _dot(tl.trans(b_M), b_do, INPUT_PRECISION)
         if NK > 0:
             _store_tile(p_dh + 0 * BK * V, b_dh0, rk, cv, V, K - 0 * BK, V)
             b_k = _tile(k + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
-            b_dv += tl.dot(b_k, b_dh0, input_precision=INPUT_PRECISION)
+            b_dv += _dot(b_k, b_dh0, INPUT_PRECISION)
         if NK > 1:
             _store_tile(p_dh + 1 * BK * V, b_dh1, rk, cv, V, K - 1 * BK, V)
             b_k = _tile(k + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
-            b_dv += tl.dot(b_k, b_dh1, input_precision=INPUT_PRECISION)
+            b_dv += _dot(b_k, b_dh1, INPUT_PRECISION)
         if NK > 2:
             _store_tile(p_dh + 2 * BK * V, b_dh2, rk, cv, V, K - 2 * BK, V)
             b_k = _tile(k + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
-            b_dv += tl.dot(b_k, b_dh2, input_precision=INPUT_PRECISION)
+            b_dv += _dot(b_k, b_dh2, INPUT_PRECISION)
         if NK > 3:
             _store_tile(p_dh + 3 * BK * V, b_dh3, rk, cv, V, K - 3 * BK, V)
             b_k = _tile(k + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
-            b_dv += tl.dot(b_k, b_dh3, input_precision=INPUT_PRECISION)
+            b_dv += _dot(b_k, b_dh3, INPUT_PRECISION)
         _store_tile(dvnew + off_v, b_dv, r, cv, H * V, nrows, V)
         if NK > 0:
             b_q = _tile(q + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
-            b_dh0 += scale * tl.dot(tl.trans(b_q), b_do, input_precision=INPUT_PRECISION)
+            b_dh0 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
             # V' = U - W h feeds back into h
             b_w = _tile(w + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
-            b_dh0 -= tl.dot(tl.trans(b_w), b_dv, input_precision=INPUT_PRECISION)
+            b_dh0 -= _dot(tl.trans(b_w), b_dv, INPUT_PRECISION)
         if NK > 1:
             b_q = _tile(q + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
-            b_dh1 += scale * tl.dot(tl.trans(b_q), b_do, input_precision=INPUT_PRECISION)
+            b_dh1 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
             # V' = U - W h feeds back into h
             b_w = _tile(w + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
-            b_dh1 -= tl.dot(tl.trans(b_w), b_dv, input_precision=INPUT_PRECISION)
+            b_dh1 -= _dot(tl.trans(b_w), b_dv, INPUT_PRECISION)
         if NK > 2:
             b_q = _tile(q + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
-            b_dh2 += scale * tl.dot(tl.trans(b_q), b_do, input_precision=INPUT_PRECISION)
+            b_dh2 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
             # V' = U - W h feeds back into h
             b_w = _tile(w + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
-            b_dh2 -= tl.dot(tl.trans(b_w), b_dv, input_precision=INPUT_PRECISION)
+            b_dh2 -= _dot(tl.trans(b_w), b_dv, INPUT_PRECISION)
         if NK > 3:
             b_q = _tile(q + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
-            b_dh3 += scale * tl.dot(tl.trans(b_q), b_do, input_precision=INPUT_PRECISION)
+            b_dh3 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
             # V' = U - W h feeds back into h
             b_w = _tile(w + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
-            b_dh3 -= tl.dot(tl.trans(b_w), b_dv, input_precision=INPUT_PRECISION)
+            b_dh3 -= _dot(tl.trans(b_w), b_dv, INPUT_PRECISION)
     if HAS_H0:
         if NK > 0:
             _store_tile(dh0 + (i_n * H + i_h) * K * V + 0 * BK * V, b_dh0, rk, cv, V, K - 0 * BK, V)
@@ -115,7 +115,7 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
 
 
 @triton.jit
-def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta,
+def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta,
                           cu_seqlens, chunk_indices, scale,
                           H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                           BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -134,15 +134,9 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
     gate = 0.
     b_beta = tl.load(beta + t0 * H + i_h + r * H, mask=valid, other=0.).to(tl.float32)
 
-    # ---- recompute Gamma (unscaled key gram) and T = (I + b Gamma)^{-1}
-    Gam = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        off_k = (t0 * H + i_h) * K + i_k * BK
-        b_k = _tile(k + off_k, r, ck, H * K, nrows, K - i_k * BK)
-        g_ptr = g_cum
-        Gam += _gram(b_k, b_k, gate, k + off_k, g_ptr, H * K, nrows, K - i_k * BK, True,
-                     BT, BC, BK, INPUT_PRECISION)
-    T = _solve_unit_lower(Gam * b_beta[:, None], BT, BC, INPUT_PRECISION)
+    # Gamma (unscaled key gram) and T = (I + b Gamma)^{-1}, as the recomputed forward stored them
+    Gam = _tile(Gm + (t0 * H + i_h) * BT, r, c, H * BT, nrows, BT)
+    T = tl.where(r[:, None] >= c[None, :], _tile(Tm + (t0 * H + i_h) * BT, r, c, H * BT, nrows, BT), 0.)  # upper: unwritten
     dT = tl.zeros([BT, BT], dtype=tl.float32)
     db = tl.zeros([BT], dtype=tl.float32)
 
@@ -154,7 +148,7 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
         b_do = _tile(do + off_v, r, cv, H * V, nrows, nv)
         b_dvn = _tile(dvnew + off_v, r, cv, H * V, nrows, nv)
         b_vn = _tile(vnew + off_v, r, cv, H * V, nrows, nv)
-        dM += tl.dot(b_do, tl.trans(b_vn), input_precision=INPUT_PRECISION)
+        dM += _dot(b_do, tl.trans(b_vn), INPUT_PRECISION)
         # bV - P h = T^{-1} V'
         b_v = _tile(v + off_v, r, cv, H * V, nrows, nv)
         b_res = b_v * b_beta[:, None]
@@ -162,14 +156,14 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
             off_k = (t0 * H + i_h) * K + i_k * BK
             b_p = _tile(k + off_k, r, ck, H * K, nrows, K - i_k * BK) * b_beta[:, None]
             b_h = _tile(h_base + i_k * BK * V + i_v * BV, ck, cv, V, K - i_k * BK, nv)
-            b_res -= tl.dot(b_p, b_h, input_precision=INPUT_PRECISION)
-        dT += tl.dot(b_dvn, tl.trans(b_res), input_precision=INPUT_PRECISION)
-        b_R = tl.dot(tl.trans(T), b_dvn, input_precision=INPUT_PRECISION)
+            b_res -= _dot(b_p, b_h, INPUT_PRECISION)
+        dT += _dot(b_dvn, tl.trans(b_res), INPUT_PRECISION)
+        b_R = _dot(tl.trans(T), b_dvn, INPUT_PRECISION)
         _store_tile(dv + off_v, b_R * b_beta[:, None], r, cv, H * V, nrows, nv)
         db += tl.sum(b_R * b_v, 1)
     dM = tl.where((r[:, None] >= c[None, :]) & valid[:, None], dM * scale, 0.)
-    dA = -tl.dot(tl.trans(T), tl.dot(dT, tl.trans(T), input_precision=INPUT_PRECISION),
-                 input_precision=INPUT_PRECISION)
+    # fp32 (TF32) operands: T is the only factor here whose entries can be large
+    dA = -_dot32(tl.trans(T), _dot32(dT, tl.trans(T), INPUT_PRECISION), INPUT_PRECISION)
     dA = tl.where(r[:, None] > c[None, :], dA, 0.)
     db += tl.sum(dA * Gam, 1)
     dGam = dA * b_beta[:, None]
@@ -192,9 +186,9 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
             b_do = _tile(do + off_v, r, cv, H * V, nrows, nv)
             b_vn = _tile(vnew + off_v, r, cv, H * V, nrows, nv)
             b_dvn = _tile(dvnew + off_v, r, cv, H * V, nrows, nv)
-            dwh += tl.dot(b_dvn, tl.trans(b_h), input_precision=INPUT_PRECISION)
-            dqh += tl.dot(b_do, tl.trans(b_h), input_precision=INPUT_PRECISION)
-            dkh += tl.dot(b_vn, tl.trans(b_dh), input_precision=INPUT_PRECISION)
+            dwh += _dot(b_dvn, tl.trans(b_h), INPUT_PRECISION)
+            dqh += _dot(b_do, tl.trans(b_h), INPUT_PRECISION)
+            dkh += _dot(b_vn, tl.trans(b_dh), INPUT_PRECISION)
         # output: inter-chunk (through h) and intra-chunk (through M) parts
         b_dq = scale * dqh
         b_dks = dkh
@@ -204,7 +198,7 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
         b_dG = b_q * b_dq - b_k * (b_yq + b_dks)
         # W path: P = b K exp(G) enters V' = T (bV - P h)
         b_ke = b_k
-        b_dp = -tl.dot(tl.trans(T), dwh, input_precision=INPUT_PRECISION)
+        b_dp = -_dot(tl.trans(T), dwh, INPUT_PRECISION)
         b_dk += b_dp * b_beta[:, None]
         db += tl.sum(b_dp * b_ke, 1)
         b_dG += b_dp * b_ke * b_beta[:, None]
@@ -234,8 +228,8 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     g_cum = None
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
     # recompute the forward's intermediates
-    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
-                                launch_config("chunk_intra_fwd", q, K, V, Tn))
+    w, u, Aqk, Tm, Gm = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
+                                        launch_config("chunk_intra_fwd", q, K, V, Tn))
     hs, vnew, _ = chunk_state_fwd(k, v, w, u, g_cum, initial_state, False, cu, chunk_offsets, N, NT, BT, ip,
                                   launch_config("chunk_state_fwd", q, K, V, Tn))
 
@@ -255,7 +249,7 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dg = torch.empty(g.shape, dtype=torch.float32, device=q.device) if g is not None else None
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if beta is not None else None
     chunk_grad_bwd_kernel[(NT, H)](
-        q, k, v, q, beta, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
+        q, k, v, q, beta, Tm, Gm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
         H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip,
         **launch_config("chunk_grad_bwd", q, K, V, Tn))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),

@@ -32,8 +32,43 @@ def _fix_interpreter_loop_bounds():
     interpreter._patch_lang_tensor = patched
 
 
+def _fix_interpreter_bf16():
+    """Two bf16 gaps of Triton 3.6's CPU interpreter, closed so that it computes what the GPU does:
+    it holds bf16 values as their uint16 bit patterns and tl.dot multiplies those bits (a 16 x 16
+    product of N(0, 1) tiles comes out ~1e10), so bf16 operands are widened to fp32 first (exact,
+    like the tensor cores' bf16 products); and x.to(tl.bfloat16) truncates, where the GPU rounds
+    to nearest even, which doubles and biases the rounding error the tests measure."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder, "_gka_gen_bf16", False):
+        return
+    create_dot, cast_impl = builder.create_dot, builder.cast_impl
+
+    def widen(x):
+        if x.dtype.scalar != tl.bfloat16:
+            return x
+        return interpreter.TensorHandle((x.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    def dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return create_dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    def cast(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            # round to nearest even on the bits (the interpreter's own RTNE drops the carry)
+            bits = np.ascontiguousarray(src.data, dtype=np.float32).view(np.uint32).astype(np.uint64)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+            return interpreter.TensorHandle(bits.astype(np.uint16), tl.bfloat16)
+        return cast_impl(self, src, dst_type)
+
+    builder.create_dot, builder.cast_impl = dot, cast
+    builder._gka_gen_bf16 = True
+
+
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     _fix_interpreter_loop_bounds()
+    _fix_interpreter_bf16()
 
 # Sub-chunk size of the exact in-chunk decay products (see _gram) and of the blocked solve.
 BC_DEFAULT = 16
@@ -109,8 +144,14 @@ def launch_config(kernel: str, x, K: int, V: int, T: int) -> dict:
 
 
 def dot_precision(*tensors) -> str:
-    """fp32 inputs get exact fp32 dots; bf16/fp16 inputs may use TF32 (its error is below theirs)."""
-    return "ieee" if all(t is None or t.dtype == torch.float32 for t in tensors) else "tf32"
+    """The operand type of the kernels' matmuls (their INPUT_PRECISION constexpr): "ieee" (exact
+    fp32) when every input is fp32, else the inputs' 16-bit type, "bf16" or "fp16". 16-bit operands
+    run the tensor cores at twice the TF32 rate and take half the shared memory; the values they
+    round were 16-bit inputs, or intermediates the IR already types as the inputs' dtype (w, u,
+    v_new), and every product still accumulates in fp32."""
+    if all(t is None or t.dtype == torch.float32 for t in tensors):
+        return "ieee"
+    return "fp16" if any(t is not None and t.dtype == torch.float16 for t in tensors) else "bf16"
 
 
 def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
@@ -138,6 +179,27 @@ def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
     chunk_indices = torch.tensor(pairs, dtype=torch.int32, device=device).reshape(-1)
     return (cu_seqlens.to(device=device, dtype=torch.int32), chunk_indices.contiguous(),
             torch.tensor(offsets, dtype=torch.int32, device=device), len(lens), offsets[-1])
+
+
+@triton.jit
+def _dot(a, b, INPUT_PRECISION: tl.constexpr):
+    """a @ b with operands of the call's precision (dot_precision), accumulated in fp32."""
+    if INPUT_PRECISION == "ieee":
+        return tl.dot(a, b, input_precision="ieee")
+    elif INPUT_PRECISION == "fp16":
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+
+
+@triton.jit
+def _dot32(a, b, INPUT_PRECISION: tl.constexpr):
+    """a @ b with fp32 operands (TF32 for 16-bit calls): for the triangular solve and its
+    gradient, whose factors are not bounded by the inputs and whose errors compound."""
+    if INPUT_PRECISION == "ieee":
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision="tf32")
 
 
 @triton.jit
@@ -182,45 +244,66 @@ def _decay_matrix(g, nrows, STRICT: tl.constexpr, BT: tl.constexpr):
 def _gram(a, b, g, b_ptr, g_ptr, stride, nrows, ncols, STRICT: tl.constexpr,
           BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """S[i, j] = <a_i, b_j> exp(g_i - g_j) for j < i (STRICT) or j <= i."""
-    return tl.dot(a, tl.trans(b), input_precision=INPUT_PRECISION) * _decay_matrix(g, nrows, STRICT, BT)
+    return _dot(a, tl.trans(b), INPUT_PRECISION) * _decay_matrix(g, nrows, STRICT, BT)
 
 
 @triton.jit
 def _row_apply(C, b, g, b_ptr, g_ptr, stride, nrows, ncols,
                BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """X[i] = sum_{j <= i} C[i, j] exp(g_i - g_j) b[j]."""
-    return tl.dot(C * _decay_matrix(g, nrows, False, BT), b, input_precision=INPUT_PRECISION)
+    return _dot(C * _decay_matrix(g, nrows, False, BT), b, INPUT_PRECISION)
 
 
 @triton.jit
 def _col_apply(C, a, g, a_ptr, g_ptr, stride, nrows, ncols,
                BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Y[j] = sum_{i >= j} C[i, j] exp(g_i - g_j) a[i]."""
-    return tl.dot(tl.trans(C * _decay_matrix(g, nrows, False, BT)), a, input_precision=INPUT_PRECISION)
+    return _dot(tl.trans(C * _decay_matrix(g, nrows, False, BT)), a, INPUT_PRECISION)
 
 
 @triton.jit
-def _solve_unit_lower(A, BT: tl.constexpr, BC: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """(I + A)^{-1} for strictly lower-triangular A [BT, BT], in registers.
+def _solve_unit_lower(gam, tm, beta, stride, beta_stride, nrows,
+                      BT: tl.constexpr, BC: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """T = (I + diag(b) Gamma)^{-1} for one chunk, Gamma strictly lower [BT, BT] at `gam` (row stride
+    `stride`, rows >= nrows absent), b at `beta` (stride `beta_stride`). Writes T to `tm` (same
+    layout) and returns it as a [BT, BT] tile.
 
     Forward substitution is the stable way (the Neumann product form cancels catastrophically),
-    but BT sequential row steps are slow. So: (1) substitute inside all BT/BC diagonal BC x BC
-    blocks at once (BC - 1 steps, each one tl.dot that updates row i of every block), then
-    (2) block forward substitution over the BT/BC block rows, T_I = D_I^{-1} (e_I - L_I T).
+    but BT dependent steps on [BT, BT] tiles are slow: each would be a full tensor-core product
+    for one row's worth of work. So, in the chunk's own rows of global memory (L1-resident):
+    (1) each BC x BC diagonal block D_i = (I + A_ii)^{-1} by substitution, one row a step, on
+    [BC, BC] tiles in the CUDA cores; (2) the blocks below the diagonal one subdiagonal at a time,
+    T_ij = -D_i sum_{j <= k < i} A_ik T_kj, as BC x BC products. A barrier separates the steps:
+    each reads blocks other threads wrote.
     """
+    NB: tl.constexpr = BT // BC
+    rb = tl.arange(0, BC)
+    for i in tl.static_range(NB):
+        r0 = i * BC
+        b_i = tl.load(beta + (r0 + rb) * beta_stride, mask=r0 + rb < nrows, other=0.).to(tl.float32)
+        A = _tile(gam + r0 * stride + r0, rb, rb, stride, nrows - r0, BC) * b_i[:, None]
+        # Y = D_i - I, strictly lower; row j needs only rows < j, all final when it is formed
+        Y = -tl.where(rb[:, None] > rb[None, :], A, 0.)
+        for j in range(2, BC):
+            b_j = tl.load(beta + (r0 + j) * beta_stride, mask=r0 + j < nrows, other=0.).to(tl.float32)
+            a = -b_j * tl.load(gam + (r0 + j) * stride + r0 + rb, mask=(rb < j) & (r0 + j < nrows), other=0.)
+            a += tl.sum(a[:, None] * Y, 0)
+            Y = tl.where((rb == j)[:, None], a[None, :], Y)
+        _store_tile(tm + r0 * stride + r0, Y + tl.where(rb[:, None] == rb[None, :], 1., 0.), rb, rb, stride,
+                    nrows - r0, BC)
+    tl.debug_barrier()
+    for d in tl.static_range(1, NB):
+        for j in tl.static_range(NB - d):
+            r0 = (j + d) * BC
+            b_i = tl.load(beta + (r0 + rb) * beta_stride, mask=r0 + rb < nrows, other=0.).to(tl.float32)
+            acc = tl.zeros([BC, BC], dtype=tl.float32)
+            for k in tl.static_range(j, j + d):
+                A_ik = _tile(gam + r0 * stride + k * BC, rb, rb, stride, nrows - r0, BC) * b_i[:, None]
+                T_kj = _tile(tm + k * BC * stride + j * BC, rb, rb, stride, nrows - k * BC, BC)
+                acc += _dot32(A_ik, T_kj, INPUT_PRECISION)
+            D_i = _tile(tm + r0 * stride + r0, rb, rb, stride, nrows - r0, BC)
+            _store_tile(tm + r0 * stride + j * BC, -_dot32(D_i, acc, INPUT_PRECISION), rb, rb, stride, nrows - r0, BC)
+        tl.debug_barrier()
     r = tl.arange(0, BT)
-    c = tl.arange(0, BT)
-    same = (r[:, None] // BC) == (c[None, :] // BC)
-    # (1) Ti holds inv(D) - I; rows >= i of each block still hold -A (their finished value's seed)
-    Ti = tl.where(same, -A, 0.)
-    for i in range(1, BC):
-        rows_i = tl.where(((r % BC) == i)[:, None], Ti, 0.)
-        Ti += tl.dot(rows_i, Ti, input_precision=INPUT_PRECISION)
-    Dinv = Ti + tl.where(r[:, None] == c[None, :], 1., 0.)
-    # (2) rows of block I get Dinv_I @ (-L_I @ T); rows of earlier blocks of T are final already
-    L = tl.where(same, 0., A)
-    T = Dinv
-    for I in range(1, BT // BC):
-        L_I = tl.where(((r // BC) == I)[:, None], -L, 0.)
-        T += tl.dot(Dinv, tl.dot(L_I, T, input_precision=INPUT_PRECISION), input_precision=INPUT_PRECISION)
-    return T
+    # the blocks above the diagonal were never written
+    return tl.where(r[:, None] >= r[None, :], _tile(tm, r, r, stride, nrows, BT), 0.)

@@ -16,8 +16,8 @@ import triton
 import triton.language as tl
 
 from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd, chunk_cumsum
-from .common import (BC_DEFAULT, _chunk_bounds, _col_apply, _gram, _row_apply, _store_tile, _tile,
-                     dot_precision, launch_config, prepare_chunks, state_scan_config)
+from .common import (BC_DEFAULT, _chunk_bounds, _dot, _col_apply, _row_apply, _store_tile, _tile, dot_precision,
+                     launch_config, prepare_chunks, state_scan_config)
 
 
 @triton.jit
@@ -59,7 +59,7 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
         b_do = _tile(do + off_v, r, cv, H * V, nrows, V)
         b_M = _tile(Aqk + (t0 * H + i_h) * BT, r, r, H * BT, nrows, BT)
         # dV' = (K exp(G_last - G)) dh_end + scale M^T dO
-        b_dv = scale * tl.dot(tl.trans(b_M), b_do, input_precision=INPUT_PRECISION)
+        b_dv = scale * _dot(tl.trans(b_M), b_do, INPUT_PRECISION)
         if NK > 0:
             _store_tile(p_dh + 0 * BK * V, b_dh0, rk, cv, V, K - 0 * BK, V)
             b_k = _tile(k + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
@@ -67,7 +67,7 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
             g_last0 = tl.load(g_cum + ((t0 + nrows - 1) * H + i_h) * K + 0 * BK + rk,
                                   mask=rk < K - 0 * BK, other=0.)
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last0[None, :] - b_g, 0.))
-            b_dv += tl.dot(b_k, b_dh0, input_precision=INPUT_PRECISION)
+            b_dv += _dot(b_k, b_dh0, INPUT_PRECISION)
         if NK > 1:
             _store_tile(p_dh + 1 * BK * V, b_dh1, rk, cv, V, K - 1 * BK, V)
             b_k = _tile(k + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
@@ -75,7 +75,7 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
             g_last1 = tl.load(g_cum + ((t0 + nrows - 1) * H + i_h) * K + 1 * BK + rk,
                                   mask=rk < K - 1 * BK, other=0.)
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last1[None, :] - b_g, 0.))
-            b_dv += tl.dot(b_k, b_dh1, input_precision=INPUT_PRECISION)
+            b_dv += _dot(b_k, b_dh1, INPUT_PRECISION)
         if NK > 2:
             _store_tile(p_dh + 2 * BK * V, b_dh2, rk, cv, V, K - 2 * BK, V)
             b_k = _tile(k + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
@@ -83,7 +83,7 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
             g_last2 = tl.load(g_cum + ((t0 + nrows - 1) * H + i_h) * K + 2 * BK + rk,
                                   mask=rk < K - 2 * BK, other=0.)
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last2[None, :] - b_g, 0.))
-            b_dv += tl.dot(b_k, b_dh2, input_precision=INPUT_PRECISION)
+            b_dv += _dot(b_k, b_dh2, INPUT_PRECISION)
         if NK > 3:
             _store_tile(p_dh + 3 * BK * V, b_dh3, rk, cv, V, K - 3 * BK, V)
             b_k = _tile(k + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
@@ -91,28 +91,28 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
             g_last3 = tl.load(g_cum + ((t0 + nrows - 1) * H + i_h) * K + 3 * BK + rk,
                                   mask=rk < K - 3 * BK, other=0.)
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last3[None, :] - b_g, 0.))
-            b_dv += tl.dot(b_k, b_dh3, input_precision=INPUT_PRECISION)
+            b_dv += _dot(b_k, b_dh3, INPUT_PRECISION)
         _store_tile(dvnew + off_v, b_dv, r, cv, H * V, nrows, V)
         if NK > 0:
             b_q = _tile(q + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
             b_q *= tl.exp(_tile(g_cum + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK))
             b_dh0 *= tl.exp(g_last0)[:, None]
-            b_dh0 += scale * tl.dot(tl.trans(b_q), b_do, input_precision=INPUT_PRECISION)
+            b_dh0 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
         if NK > 1:
             b_q = _tile(q + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
             b_q *= tl.exp(_tile(g_cum + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK))
             b_dh1 *= tl.exp(g_last1)[:, None]
-            b_dh1 += scale * tl.dot(tl.trans(b_q), b_do, input_precision=INPUT_PRECISION)
+            b_dh1 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
         if NK > 2:
             b_q = _tile(q + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
             b_q *= tl.exp(_tile(g_cum + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK))
             b_dh2 *= tl.exp(g_last2)[:, None]
-            b_dh2 += scale * tl.dot(tl.trans(b_q), b_do, input_precision=INPUT_PRECISION)
+            b_dh2 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
         if NK > 3:
             b_q = _tile(q + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
             b_q *= tl.exp(_tile(g_cum + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK))
             b_dh3 *= tl.exp(g_last3)[:, None]
-            b_dh3 += scale * tl.dot(tl.trans(b_q), b_do, input_precision=INPUT_PRECISION)
+            b_dh3 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
     if HAS_H0:
         if NK > 0:
             _store_tile(dh0 + (i_n * H + i_h) * K * V + 0 * BK * V, b_dh0, rk, cv, V, K - 0 * BK, V)
@@ -151,7 +151,7 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
         b_do = _tile(do + off_v, r, cv, H * V, nrows, nv)
         b_dvn = _tile(dvnew + off_v, r, cv, H * V, nrows, nv)
         b_v = _tile(v + off_v, r, cv, H * V, nrows, nv)
-        dM += tl.dot(b_do, tl.trans(b_v), input_precision=INPUT_PRECISION)
+        dM += _dot(b_do, tl.trans(b_v), INPUT_PRECISION)
         _store_tile(dv + off_v, b_dvn, r, cv, H * V, nrows, nv)
     dM = tl.where((r[:, None] >= c[None, :]) & valid[:, None], dM * scale, 0.)
 
@@ -176,8 +176,8 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
             b_dh = _tile(dh_base + i_k * BK * V + i_v * BV, ck, cv, V, nk, nv)
             b_do = _tile(do + off_v, r, cv, H * V, nrows, nv)
             b_vn = _tile(v + off_v, r, cv, H * V, nrows, nv)
-            dqh += tl.dot(b_do, tl.trans(b_h), input_precision=INPUT_PRECISION)
-            dkh += tl.dot(b_vn, tl.trans(b_dh), input_precision=INPUT_PRECISION)
+            dqh += _dot(b_do, tl.trans(b_h), INPUT_PRECISION)
+            dkh += _dot(b_vn, tl.trans(b_dh), INPUT_PRECISION)
             dgl += tl.sum(b_h * b_dh, 1)
         # output: inter-chunk (through h) and intra-chunk (through M) parts
         b_dq = scale * dqh * e_g

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (BC_DEFAULT, _chunk_bounds, _gram, _store_tile, _tile, dot_precision, launch_config,
+from .common import (BC_DEFAULT, _chunk_bounds, _dot, _gram, _store_tile, _tile, dot_precision, launch_config,
                      next_pow2, prepare_chunks, state_scan_config)
 
 
@@ -123,7 +123,7 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             # decay each key to the chunk end: exponents G_last - G_t <= 0
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last[None, :] - b_g, 0.))
             b_h0 *= tl.exp(g_last)[:, None]
-            b_h0 += tl.dot(tl.trans(b_k), b_v, input_precision=INPUT_PRECISION)
+            b_h0 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 1:
             b_k = _tile(k + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
             b_g = _tile(g_cum + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
@@ -132,7 +132,7 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             # decay each key to the chunk end: exponents G_last - G_t <= 0
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last[None, :] - b_g, 0.))
             b_h1 *= tl.exp(g_last)[:, None]
-            b_h1 += tl.dot(tl.trans(b_k), b_v, input_precision=INPUT_PRECISION)
+            b_h1 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 2:
             b_k = _tile(k + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
             b_g = _tile(g_cum + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
@@ -141,7 +141,7 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             # decay each key to the chunk end: exponents G_last - G_t <= 0
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last[None, :] - b_g, 0.))
             b_h2 *= tl.exp(g_last)[:, None]
-            b_h2 += tl.dot(tl.trans(b_k), b_v, input_precision=INPUT_PRECISION)
+            b_h2 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 3:
             b_k = _tile(k + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
             b_g = _tile(g_cum + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
@@ -150,7 +150,7 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             # decay each key to the chunk end: exponents G_last - G_t <= 0
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last[None, :] - b_g, 0.))
             b_h3 *= tl.exp(g_last)[:, None]
-            b_h3 += tl.dot(tl.trans(b_k), b_v, input_precision=INPUT_PRECISION)
+            b_h3 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
     if STORE_FINAL:
         if NK > 0:
             _store_tile(ht + (i_n * H + i_h) * K * V + 0 * BK * V, b_h0, rk, cv, V, K - 0 * BK, V)
@@ -178,10 +178,10 @@ def chunk_output_fwd_kernel(q, v, g_cum, hs, Aqk, o, cu_seqlens, chunk_indices, 
         b_q = _tile(q + off_k, r, ck, H * K, nrows, K - i_k * BK)
         b_q *= tl.exp(_tile(g_cum + off_k, r, ck, H * K, nrows, K - i_k * BK))
         b_h = _tile(hs + ((i_t * H + i_h) * K + i_k * BK) * V, ck, cv, V, K - i_k * BK, V)
-        acc += tl.dot(b_q, b_h, input_precision=INPUT_PRECISION)
+        acc += _dot(b_q, b_h, INPUT_PRECISION)
     b_M = _tile(Aqk + (t0 * H + i_h) * BT, r, r, H * BT, nrows, BT)
     b_v = _tile(v + (t0 * H + i_h) * V, r, cv, H * V, nrows, V)
-    acc += tl.dot(b_M, b_v, input_precision=INPUT_PRECISION)
+    acc += _dot(b_M, b_v, INPUT_PRECISION)
     _store_tile(o + (t0 * H + i_h) * V, acc * scale, r, cv, H * V, nrows, V)
 
 

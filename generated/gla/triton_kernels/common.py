@@ -32,8 +32,43 @@ def _fix_interpreter_loop_bounds():
     interpreter._patch_lang_tensor = patched
 
 
+def _fix_interpreter_bf16():
+    """Two bf16 gaps of Triton 3.6's CPU interpreter, closed so that it computes what the GPU does:
+    it holds bf16 values as their uint16 bit patterns and tl.dot multiplies those bits (a 16 x 16
+    product of N(0, 1) tiles comes out ~1e10), so bf16 operands are widened to fp32 first (exact,
+    like the tensor cores' bf16 products); and x.to(tl.bfloat16) truncates, where the GPU rounds
+    to nearest even, which doubles and biases the rounding error the tests measure."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder, "_gka_gen_bf16", False):
+        return
+    create_dot, cast_impl = builder.create_dot, builder.cast_impl
+
+    def widen(x):
+        if x.dtype.scalar != tl.bfloat16:
+            return x
+        return interpreter.TensorHandle((x.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    def dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return create_dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    def cast(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            # round to nearest even on the bits (the interpreter's own RTNE drops the carry)
+            bits = np.ascontiguousarray(src.data, dtype=np.float32).view(np.uint32).astype(np.uint64)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+            return interpreter.TensorHandle(bits.astype(np.uint16), tl.bfloat16)
+        return cast_impl(self, src, dst_type)
+
+    builder.create_dot, builder.cast_impl = dot, cast
+    builder._gka_gen_bf16 = True
+
+
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     _fix_interpreter_loop_bounds()
+    _fix_interpreter_bf16()
 
 # Sub-chunk size of the exact in-chunk decay products (see _gram) and of the blocked solve.
 BC_DEFAULT = 16
@@ -107,8 +142,14 @@ def launch_config(kernel: str, x, K: int, V: int, T: int) -> dict:
 
 
 def dot_precision(*tensors) -> str:
-    """fp32 inputs get exact fp32 dots; bf16/fp16 inputs may use TF32 (its error is below theirs)."""
-    return "ieee" if all(t is None or t.dtype == torch.float32 for t in tensors) else "tf32"
+    """The operand type of the kernels' matmuls (their INPUT_PRECISION constexpr): "ieee" (exact
+    fp32) when every input is fp32, else the inputs' 16-bit type, "bf16" or "fp16". 16-bit operands
+    run the tensor cores at twice the TF32 rate and take half the shared memory; the values they
+    round were 16-bit inputs, or intermediates the IR already types as the inputs' dtype (w, u,
+    v_new), and every product still accumulates in fp32."""
+    if all(t is None or t.dtype == torch.float32 for t in tensors):
+        return "ieee"
+    return "fp16" if any(t is not None and t.dtype == torch.float16 for t in tensors) else "bf16"
 
 
 def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
@@ -136,6 +177,27 @@ def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
     chunk_indices = torch.tensor(pairs, dtype=torch.int32, device=device).reshape(-1)
     return (cu_seqlens.to(device=device, dtype=torch.int32), chunk_indices.contiguous(),
             torch.tensor(offsets, dtype=torch.int32, device=device), len(lens), offsets[-1])
+
+
+@triton.jit
+def _dot(a, b, INPUT_PRECISION: tl.constexpr):
+    """a @ b with operands of the call's precision (dot_precision), accumulated in fp32."""
+    if INPUT_PRECISION == "ieee":
+        return tl.dot(a, b, input_precision="ieee")
+    elif INPUT_PRECISION == "fp16":
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+
+
+@triton.jit
+def _dot32(a, b, INPUT_PRECISION: tl.constexpr):
+    """a @ b with fp32 operands (TF32 for 16-bit calls): for the triangular solve and its
+    gradient, whose factors are not bounded by the inputs and whose errors compound."""
+    if INPUT_PRECISION == "ieee":
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision="tf32")
 
 
 @triton.jit
@@ -191,7 +253,7 @@ def _gram(a, b, g, b_ptr, g_ptr, stride, nrows, ncols, STRICT: tl.constexpr,
             before = (r < I * BC)[:, None]
             a_I = tl.where(in_I, a * tl.exp(tl.where(in_I, g - g_ref[None, :], 0.)), 0.)
             b_I = tl.where(before, b * tl.exp(tl.where(before, g_ref[None, :] - g, 0.)), 0.)
-            s += tl.dot(a_I, tl.trans(b_I), input_precision=INPUT_PRECISION)
+            s += _dot(a_I, tl.trans(b_I), INPUT_PRECISION)
     for j in range(0, BC):
         p = sb * BC + j
         if STRICT:
@@ -224,7 +286,7 @@ def _row_apply(C, b, g, b_ptr, g_ptr, stride, nrows, ncols,
             C_I = tl.where(in_I & (c[None, :] < I * BC), C, 0.)
             b_I = tl.where(before, b * tl.exp(tl.where(before, g_ref[None, :] - g, 0.)), 0.)
             x += tl.where(in_I, tl.exp(tl.where(in_I, g - g_ref[None, :], 0.)), 0.) * \
-                tl.dot(C_I, b_I, input_precision=INPUT_PRECISION)
+                _dot(C_I, b_I, INPUT_PRECISION)
     for j in range(0, BC):
         p = sb * BC + j
         m = ((lr >= j) & valid)[:, None]
@@ -258,7 +320,7 @@ def _col_apply(C, a, g, a_ptr, g_ptr, stride, nrows, ncols,
             Ct_J = tl.where(in_J & (c[None, :] >= e), Ct, 0.)
             a_J = tl.where(after, a * tl.exp(tl.where(after, g - g_ref[None, :], 0.)), 0.)
             y += tl.where(in_J, tl.exp(tl.where(in_J, g_ref[None, :] - g, 0.)), 0.) * \
-                tl.dot(Ct_J, a_J, input_precision=INPUT_PRECISION)
+                _dot(Ct_J, a_J, INPUT_PRECISION)
     for i in range(0, BC):
         p = sb * BC + i
         m = ((lr <= i) & (p < nrows))[:, None]

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (BC_DEFAULT, _chunk_bounds, _gram, _store_tile, _tile, dot_precision, launch_config,
+from .common import (BC_DEFAULT, _chunk_bounds, _dot, _gram, _store_tile, _tile, dot_precision, launch_config,
                      next_pow2, prepare_chunks, state_scan_config, _solve_unit_lower)
 
 
@@ -46,11 +46,12 @@ def chunk_cumsum(g, cu, chunk_indices, NT, BT, reverse=False):
 
 
 @triton.jit
-def chunk_intra_fwd_kernel(q, k, v, g_cum, beta, w, u, Aqk, cu_seqlens, chunk_indices,
+def chunk_intra_fwd_kernel(q, k, v, g_cum, beta, w, u, Aqk, Tm, Gm, cu_seqlens, chunk_indices,
                            H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                            BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                            INPUT_PRECISION: tl.constexpr):
-    """One chunk of one head: M = (Q K^T) . decay (causal), and the WY factors W, U."""
+    """One chunk of one head: M = (Q K^T) . decay (causal), and the WY factors W, U. Gamma and T
+    go through Gm and Tm (the solve works on them there; the backward's gradient kernel reads them)."""
     i_t, i_h = tl.program_id(0), tl.program_id(1)
     _, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
     r = tl.arange(0, BT)
@@ -70,17 +71,20 @@ def chunk_intra_fwd_kernel(q, k, v, g_cum, beta, w, u, Aqk, cu_seqlens, chunk_in
     _store_tile(Aqk + (t0 * H + i_h) * BT, M, r, r, H * BT, nrows, BT)
 
     b_beta = tl.load(beta + t0 * H + i_h + r * H, mask=r < nrows, other=0.).to(tl.float32)
-    T = _solve_unit_lower(Gam * b_beta[:, None], BT, BC, INPUT_PRECISION)
+    _store_tile(Gm + (t0 * H + i_h) * BT, Gam, r, r, H * BT, nrows, BT)
+    tl.debug_barrier()  # the solve reads Gamma's blocks back through other threads
+    T = _solve_unit_lower(Gm + (t0 * H + i_h) * BT, Tm + (t0 * H + i_h) * BT, beta + t0 * H + i_h, H * BT, H,
+                          nrows, BT, BC, INPUT_PRECISION)
     for i_k in range(0, tl.cdiv(K, BK)):
         off_k = (t0 * H + i_h) * K + i_k * BK
         b_k = _tile(k + off_k, r, ck, H * K, nrows, K - i_k * BK) * b_beta[:, None]
         b_k *= tl.exp(_tile(g_cum + off_k, r, ck, H * K, nrows, K - i_k * BK))
-        _store_tile(w + off_k, tl.dot(T, b_k, input_precision=INPUT_PRECISION), r, ck, H * K, nrows, K - i_k * BK)
+        _store_tile(w + off_k, _dot(T, b_k, INPUT_PRECISION), r, ck, H * K, nrows, K - i_k * BK)
     cv = tl.arange(0, BV)
     for i_v in range(0, tl.cdiv(V, BV)):
         off_v = (t0 * H + i_h) * V + i_v * BV
         b_v = _tile(v + off_v, r, cv, H * V, nrows, V - i_v * BV) * b_beta[:, None]
-        _store_tile(u + off_v, tl.dot(T, b_v, input_precision=INPUT_PRECISION), r, cv, H * V, nrows, V - i_v * BV)
+        _store_tile(u + off_v, _dot(T, b_v, INPUT_PRECISION), r, cv, H * V, nrows, V - i_v * BV)
 
 
 @triton.jit
@@ -133,16 +137,16 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
         b_v = _tile(u + off_v, r, cv, H * V, nrows, V)
         if NK > 0:
             b_w = _tile(w + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
-            b_v -= tl.dot(b_w, b_h0, input_precision=INPUT_PRECISION)
+            b_v -= _dot(b_w, b_h0, INPUT_PRECISION)
         if NK > 1:
             b_w = _tile(w + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
-            b_v -= tl.dot(b_w, b_h1, input_precision=INPUT_PRECISION)
+            b_v -= _dot(b_w, b_h1, INPUT_PRECISION)
         if NK > 2:
             b_w = _tile(w + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
-            b_v -= tl.dot(b_w, b_h2, input_precision=INPUT_PRECISION)
+            b_v -= _dot(b_w, b_h2, INPUT_PRECISION)
         if NK > 3:
             b_w = _tile(w + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
-            b_v -= tl.dot(b_w, b_h3, input_precision=INPUT_PRECISION)
+            b_v -= _dot(b_w, b_h3, INPUT_PRECISION)
         _store_tile(vnew + off_v, b_v, r, cv, H * V, nrows, V)
         if NK > 0:
             b_k = _tile(k + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
@@ -152,7 +156,7 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             # decay each key to the chunk end: exponents G_last - G_t <= 0
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last[None, :] - b_g, 0.))
             b_h0 *= tl.exp(g_last)[:, None]
-            b_h0 += tl.dot(tl.trans(b_k), b_v, input_precision=INPUT_PRECISION)
+            b_h0 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 1:
             b_k = _tile(k + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
             b_g = _tile(g_cum + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
@@ -161,7 +165,7 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             # decay each key to the chunk end: exponents G_last - G_t <= 0
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last[None, :] - b_g, 0.))
             b_h1 *= tl.exp(g_last)[:, None]
-            b_h1 += tl.dot(tl.trans(b_k), b_v, input_precision=INPUT_PRECISION)
+            b_h1 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 2:
             b_k = _tile(k + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
             b_g = _tile(g_cum + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
@@ -170,7 +174,7 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             # decay each key to the chunk end: exponents G_last - G_t <= 0
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last[None, :] - b_g, 0.))
             b_h2 *= tl.exp(g_last)[:, None]
-            b_h2 += tl.dot(tl.trans(b_k), b_v, input_precision=INPUT_PRECISION)
+            b_h2 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 3:
             b_k = _tile(k + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
             b_g = _tile(g_cum + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
@@ -179,7 +183,7 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             # decay each key to the chunk end: exponents G_last - G_t <= 0
             b_k *= tl.exp(tl.where((r < nrows)[:, None], g_last[None, :] - b_g, 0.))
             b_h3 *= tl.exp(g_last)[:, None]
-            b_h3 += tl.dot(tl.trans(b_k), b_v, input_precision=INPUT_PRECISION)
+            b_h3 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
     if STORE_FINAL:
         if NK > 0:
             _store_tile(ht + (i_n * H + i_h) * K * V + 0 * BK * V, b_h0, rk, cv, V, K - 0 * BK, V)
@@ -207,10 +211,10 @@ def chunk_output_fwd_kernel(q, v, g_cum, hs, Aqk, o, cu_seqlens, chunk_indices, 
         b_q = _tile(q + off_k, r, ck, H * K, nrows, K - i_k * BK)
         b_q *= tl.exp(_tile(g_cum + off_k, r, ck, H * K, nrows, K - i_k * BK))
         b_h = _tile(hs + ((i_t * H + i_h) * K + i_k * BK) * V, ck, cv, V, K - i_k * BK, V)
-        acc += tl.dot(b_q, b_h, input_precision=INPUT_PRECISION)
+        acc += _dot(b_q, b_h, INPUT_PRECISION)
     b_M = _tile(Aqk + (t0 * H + i_h) * BT, r, r, H * BT, nrows, BT)
     b_v = _tile(v + (t0 * H + i_h) * V, r, cv, H * V, nrows, V)
-    acc += tl.dot(b_M, b_v, input_precision=INPUT_PRECISION)
+    acc += _dot(b_M, b_v, INPUT_PRECISION)
     _store_tile(o + (t0 * H + i_h) * V, acc * scale, r, cv, H * V, nrows, V)
 
 
@@ -218,14 +222,17 @@ def chunk_output_fwd_kernel(q, v, g_cum, hs, Aqk, o, cu_seqlens, chunk_indices, 
 # launchers (shared with the backward, which recomputes instead of storing)
 # ------------------------------------------------------------------------------------------------
 def chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip, cfg):
+    """(w, u, Aqk, T, Gamma); the last three fp32 [B, T, H, BT]."""
     B, T, H, K = k.shape
     V = v.shape[-1]
     Aqk = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
-    w = torch.empty(B, T, H, K, dtype=torch.float32, device=k.device)
-    u = torch.empty(B, T, H, V, dtype=torch.float32, device=k.device)
-    chunk_intra_fwd_kernel[(NT, H)](q, k, v, g_cum, beta, w, u, Aqk, cu, chunk_indices,
+    # the IR's types: w, u (and v_new, empty_like(u)) in the inputs' dtype, halving their traffic
+    w = torch.empty(B, T, H, K, dtype=k.dtype, device=k.device)
+    u = torch.empty(B, T, H, V, dtype=v.dtype, device=k.device)
+    Tm, Gm = torch.empty_like(Aqk), torch.empty_like(Aqk)
+    chunk_intra_fwd_kernel[(NT, H)](q, k, v, g_cum, beta, w, u, Aqk, Tm, Gm, cu, chunk_indices,
                                     H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip, **cfg)
-    return w, u, Aqk
+    return w, u, Aqk, Tm, Gm
 
 
 def chunk_state_fwd(k, v, w, u, g_cum, initial_state, output_final_state, cu, chunk_offsets, N, NT, BT,
@@ -267,8 +274,8 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
     ip = dot_precision(q, k, v)
     g_cum = chunk_cumsum(g, cu, chunk_indices, NT, BT)
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
-    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
-                                launch_config("chunk_intra_fwd", q, K, V, Tn))
+    w, u, Aqk, _, _ = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
+                                      launch_config("chunk_intra_fwd", q, K, V, Tn))
     hs, vnew, ht = chunk_state_fwd(k, v, w, u, g_cum, initial_state, output_final_state, cu, chunk_offsets,
                                    N, NT, BT, ip, launch_config("chunk_state_fwd", q, K, V, Tn))
     o = chunk_output_fwd(q, vnew, g_cum, hs, Aqk, scale, cu, chunk_indices, NT, BT, ip,
