@@ -197,7 +197,7 @@ def _in_processes(a) -> list[dict]:
                         ["--tol", str(a.tol), "--jobs", "1", *(["--quick"] if a.quick else []),
                          *(["--shapes", *map(str, a.shapes)] if a.shapes else [])],
                         lambda name: {"spec": name, "check": "all", "pass": False,
-                                      "error": "the child wrote nothing (see its output)"})
+                                      "error": "the child wrote nothing (see its output)"}, a.out)
 
 
 def _markdown(meta, rows):
