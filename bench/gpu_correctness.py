@@ -196,7 +196,7 @@ def _in_processes(a, argv):
         rest.append(x)
     return run_per_spec("bench.gpu_correctness", a.specs, a.jobs, rest, lambda name: {
         "spec": name, "backend": a.backend, "shape": dict(B="?", T="?", H="?", K=a.K, V=a.K),
-        "error": "the child wrote nothing (see its output above)", "pass": False})
+        "error": "the child wrote nothing (see its output above)", "pass": False}, a.out)
 
 
 def _version(mod):

@@ -161,6 +161,7 @@ def main(argv=None):
             "command": "python -m bench tilelang " + " ".join(sys.argv[1:] if argv is None else argv),
             "tolerance": a.tol, "jobs": a.jobs if len(a.specs) > 1 else 1}
     stem = "tilelang_check" + ("_quick" if a.quick else "") + ("" if a.specs == ALL else "_" + "_".join(a.specs))
+    stem += "_shapes" + "".join(map(str, a.shapes)) if a.shapes and not a.quick else ""  # never a full run's name
     if a.jobs > 1 and len(a.specs) > 1:
         rows = _in_processes(a)
         (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
@@ -197,7 +198,7 @@ def _in_processes(a) -> list[dict]:
                         ["--tol", str(a.tol), "--jobs", "1", *(["--quick"] if a.quick else []),
                          *(["--shapes", *map(str, a.shapes)] if a.shapes else [])],
                         lambda name: {"spec": name, "check": "all", "pass": False,
-                                      "error": "the child wrote nothing (see its output)"})
+                                      "error": "the child wrote nothing (see its output)"}, a.out)
 
 
 def _markdown(meta, rows):

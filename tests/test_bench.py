@@ -258,3 +258,30 @@ def test_profile_table_groups_kernels_per_step_and_reports_errors():
     md = profile.markdown(meta, rows)
     assert "| deltanet | triton | 0.400 | 0.350 | 2 |" in md and "error: RuntimeError: boom" in md
     assert "| `a_kernel` | 0.300 | 86% | 1 |" in md and "| `b_kernel` | 0.050 | 14% | 0 |" in md
+
+
+def test_run_per_spec_merges_each_childs_rows_in_spec_order(tmp_path, monkeypatch):
+    """Children write under <out>/parts/<spec>/ (what a run cut short leaves behind); a finished
+    run merges their rows in spec order, puts missing_row in for a child that wrote nothing, and
+    removes parts/."""
+    import os
+    import textwrap
+
+    from bench.per_spec import run_per_spec
+
+    (tmp_path / "fake_child.py").write_text(textwrap.dedent('''
+        import argparse, json, pathlib, sys
+        p = argparse.ArgumentParser()
+        p.add_argument("--specs", nargs="*")
+        p.add_argument("--out", type=pathlib.Path)
+        a, _ = p.parse_known_args()
+        if a.specs[0] == "bad":
+            sys.exit(1)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "rows.json").write_text(json.dumps({"results": [{"spec": a.specs[0], "out": a.out.name}]}))
+    '''))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = tmp_path / "out"
+    rows = run_per_spec("fake_child", ["a", "bad", "b"], 2, [], lambda name: {"spec": name, "missing": True}, out)
+    assert rows == [{"spec": "a", "out": "a"}, {"spec": "bad", "missing": True}, {"spec": "b", "out": "b"}]
+    assert not (out / "parts").exists()
