@@ -250,29 +250,31 @@ def test_bf16_forward(name, pkg_root):
     assert rel_err(ht, ref_h) < 2e-2
 
 
-@pytest.mark.parametrize("name", ["deltanet", "kda", "gated_deltanet", "gla"])
-def test_bf16_backward(name, pkg_root):
-    """Every gradient of a bf16 call (bf16 q, k, v, dO; 3 chunks of 32, ragged, initial state):
-    the 16-bit matmul path of chunk_bwd, against autograd of the fp64 oracle on the same
-    bf16-rounded inputs. Tolerance 2e-2, as on the GPU (bench.gpu_correctness): bf16 operands
-    carry 2^-8 relative error each; the interpreter rounds them toward zero (the GPU to nearest),
-    which doubles that and biases it, and the sums here are short."""
+@pytest.mark.parametrize("name, dtype", [("deltanet", torch.bfloat16), ("kda", torch.bfloat16),
+                                         ("gated_deltanet", torch.bfloat16), ("gla", torch.bfloat16),
+                                         ("deltanet", torch.float16), ("kda", torch.float16)])
+def test_16bit_backward(name, dtype, pkg_root):
+    """Every gradient of a bf16 / fp16 call (16-bit q, k, v, dO; 3 chunks of 32, ragged, initial
+    state): bf16 calls take chunk_bwd's bf16-operand matmuls, fp16 calls its TF32 ones (fp32 tiles).
+    Against autograd of the fp64 oracle on the same rounded inputs. Tolerance 2e-2, as on the GPU
+    (bench.gpu_correctness): bf16 operands carry 2^-8 relative error each, a few per gradient, and
+    the gradients come back rounded to 16 bits."""
     decay, delta = COMBOS[name]
     x = make_inputs(name, 1, 90, 2, 32, 32, "normal", True, None)
     for n in ("q", "k", "v"):
-        x[n] = x[n].bfloat16().double()
+        x[n] = x[n].to(dtype).double()
     grads_of = [n for n in ("q", "k", "v", "g", "beta", "initial_state") if x[n] is not None]
     for n in grads_of:
         x[n].requires_grad_(True)
     ref_o, ref_h = naive(**x, decay=decay, delta=delta)
     gen = torch.Generator().manual_seed(2)
-    do = torch.randn(ref_o.shape, generator=gen, dtype=torch.float64).bfloat16()
+    do = torch.randn(ref_o.shape, generator=gen, dtype=torch.float64).to(dtype)
     dht = torch.randn(ref_h.shape, generator=gen, dtype=torch.float64)
     ref = dict(zip(grads_of, torch.autograd.grad((ref_o * do.double()).sum() + (ref_h * dht).sum(),
                                                   [x[n] for n in grads_of])))
     pkg = get_pkg(name, pkg_root)
-    bf = lambda t: None if t is None else t.detach().bfloat16()  # noqa: E731
-    args = [bf(x["q"]), bf(x["k"]), bf(x["v"]), f32(x["g"]), f32(x["beta"])]
+    args = [x["q"].detach().to(dtype), x["k"].detach().to(dtype), x["v"].detach().to(dtype), f32(x["g"]),
+            f32(x["beta"])]
     args = [a.detach() if a is not None else None for a in args]
     h0 = f32(x["initial_state"]).detach()
     _, _, saved = pkg.chunk_fwd(*args, x["scale"], h0, True, None, chunk_size=32)

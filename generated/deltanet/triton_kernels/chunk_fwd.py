@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .common import (BC_DEFAULT, _chunk_bounds, _dot, _gram, _store_tile, _tile, dot_precision, launch_config,
-                     next_pow2, prepare_chunks, state_scan_config, _solve_unit_lower)
+                     next_pow2, prepare_chunks, state_scan_config, storage_dtype, _solve_unit_lower)
 
 
 @triton.jit
@@ -177,8 +177,8 @@ def chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip, cfg):
     V = v.shape[-1]
     Aqk = torch.empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     # the IR's types: w, u (and v_new, empty_like(u)) in the inputs' dtype, halving their traffic
-    w = torch.empty(B, T, H, K, dtype=k.dtype, device=k.device)
-    u = torch.empty(B, T, H, V, dtype=v.dtype, device=k.device)
+    w = torch.empty(B, T, H, K, dtype=storage_dtype(k), device=k.device)
+    u = torch.empty(B, T, H, V, dtype=storage_dtype(v), device=k.device)
     Tm, Gm = torch.empty_like(Aqk), torch.empty_like(Aqk)
     chunk_intra_fwd_kernel[(NT, H)](q, k, v, k, beta, w, u, Aqk, Tm, Gm, cu, chunk_indices,
                                     H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip, **cfg)

@@ -145,13 +145,19 @@ def launch_config(kernel: str, x, K: int, V: int, T: int) -> dict:
 
 def dot_precision(*tensors) -> str:
     """The operand type of the kernels' matmuls (their INPUT_PRECISION constexpr): "ieee" (exact
-    fp32) when every input is fp32, else the inputs' 16-bit type, "bf16" or "fp16". 16-bit operands
-    run the tensor cores at twice the TF32 rate and take half the shared memory; the values they
-    round were 16-bit inputs, or intermediates the IR already types as the inputs' dtype (w, u,
-    v_new), and every product still accumulates in fp32."""
+    fp32) when every input is fp32; "bf16" for bf16 inputs: twice the TF32 tensor-core rate and half
+    the shared memory, and the values it rounds were bf16 inputs or intermediates the IR types as
+    the inputs' dtype (w, u, v_new); "tf32" for fp16 inputs, whose 5-bit exponent would overflow
+    on intermediates (states, T) that bf16 and fp32 hold. Products accumulate in fp32 throughout."""
     if all(t is None or t.dtype == torch.float32 for t in tensors):
         return "ieee"
-    return "fp16" if any(t is not None and t.dtype == torch.float16 for t in tensors) else "bf16"
+    return "bf16" if all(t is None or t.dtype in (torch.bfloat16, torch.float32) for t in tensors) else "tf32"
+
+
+def storage_dtype(x):
+    """dtype of the intermediates the IR types as the inputs' (w, u, v_new): x's, except fp16
+    (its range cannot hold them: see dot_precision), which keeps fp32."""
+    return torch.float32 if x.dtype == torch.float16 else x.dtype
 
 
 def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
@@ -183,13 +189,12 @@ def prepare_chunks(cu_seqlens, B: int, T: int, BT: int, device):
 
 @triton.jit
 def _dot(a, b, INPUT_PRECISION: tl.constexpr):
-    """a @ b with operands of the call's precision (dot_precision), accumulated in fp32."""
-    if INPUT_PRECISION == "ieee":
-        return tl.dot(a, b, input_precision="ieee")
-    elif INPUT_PRECISION == "fp16":
-        return tl.dot(a.to(tl.float16), b.to(tl.float16))
-    else:
+    """a @ b, accumulated in fp32, with the call's operands (dot_precision): bf16 for bf16 calls,
+    else fp32 tiles at tl.dot's own input_precision (ieee, or tf32 for fp16 calls)."""
+    if INPUT_PRECISION == "bf16":
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        return tl.dot(a, b, input_precision=INPUT_PRECISION)
 
 
 @triton.jit
