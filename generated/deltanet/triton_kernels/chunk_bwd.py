@@ -115,7 +115,7 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
 
 
 @triton.jit
-def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta,
+def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta,
                           cu_seqlens, chunk_indices, scale,
                           H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                           BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -167,6 +167,8 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do
     dA = tl.where(r[:, None] > c[None, :], dA, 0.)
     db += tl.sum(dA * Gam, 1)
     dGam = dA * b_beta[:, None]
+    m_ptr = Cm + (t0 * H + i_h) * BT  # dM's copy in memory (read by the per-channel applies)
+    a_ptr = Gm + (t0 * H + i_h) * BT  # dGamma's, in Gamma's rows
 
     # ---- pass over K: everything with a K index
     for i_k in range(0, tl.cdiv(K, BK)):
@@ -192,8 +194,8 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do
         # output: inter-chunk (through h) and intra-chunk (through M) parts
         b_dq = scale * dqh
         b_dks = dkh
-        b_dq += _row_apply(dM, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
-        b_yq = _col_apply(dM, b_q, gate, q + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_dq += _row_apply(dM, m_ptr, H * BT, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_yq = _col_apply(dM, m_ptr, H * BT, b_q, gate, q + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
         b_dk = b_dks + b_yq
         b_dG = b_q * b_dq - b_k * (b_yq + b_dks)
         # W path: P = b K exp(G) enters V' = T (bV - P h)
@@ -203,8 +205,8 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do
         db += tl.sum(b_dp * b_ke, 1)
         b_dG += b_dp * b_ke * b_beta[:, None]
         # A path: Gamma_ij = <k_i, k_j exp(G_i - G_j)>, i > j
-        b_x = _row_apply(dGam, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
-        b_y = _col_apply(dGam, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_x = _row_apply(dGam, a_ptr, H * BT, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_y = _col_apply(dGam, a_ptr, H * BT, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
         b_dk += b_x + b_y
         b_dG += b_k * (b_x - b_y)
         _store_tile(dq + off_k, b_dq, r, ck, H * K, nrows, nk)
@@ -248,8 +250,9 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
     dg = torch.empty(g.shape, dtype=torch.float32, device=q.device) if g is not None else None
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if beta is not None else None
+    Cm = Tm  # T is read once at the kernel's start: its rows then hold dM
     chunk_grad_bwd_kernel[(NT, H)](
-        q, k, v, q, beta, Tm, Gm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
+        q, k, v, q, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
         H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip,
         **launch_config("chunk_grad_bwd", q, K, V, Tn))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),

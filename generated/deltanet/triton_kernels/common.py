@@ -253,14 +253,14 @@ def _gram(a, b, g, b_ptr, g_ptr, stride, nrows, ncols, STRICT: tl.constexpr,
 
 
 @triton.jit
-def _row_apply(C, b, g, b_ptr, g_ptr, stride, nrows, ncols,
+def _row_apply(C, c_ptr, c_stride, b, g, b_ptr, g_ptr, stride, nrows, ncols,
                BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """X[i] = sum_{j <= i} C[i, j] exp(g_i - g_j) b[j]."""
     return _dot(C * _decay_matrix(g, nrows, False, BT), b, INPUT_PRECISION)
 
 
 @triton.jit
-def _col_apply(C, a, g, a_ptr, g_ptr, stride, nrows, ncols,
+def _col_apply(C, c_ptr, c_stride, a, g, a_ptr, g_ptr, stride, nrows, ncols,
                BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Y[j] = sum_{i >= j} C[i, j] exp(g_i - g_j) a[i]."""
     return _dot(tl.trans(C * _decay_matrix(g, nrows, False, BT)), a, INPUT_PRECISION)

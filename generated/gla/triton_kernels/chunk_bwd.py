@@ -125,7 +125,7 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
 
 
 @triton.jit
-def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta,
+def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Cm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta,
                           cu_seqlens, chunk_indices, scale,
                           H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                           BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -154,6 +154,10 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
         dM += _dot(b_do, tl.trans(b_v), INPUT_PRECISION)
         _store_tile(dv + off_v, b_dvn, r, cv, H * V, nrows, nv)
     dM = tl.where((r[:, None] >= c[None, :]) & valid[:, None], dM * scale, 0.)
+    m_ptr = Cm + (t0 * H + i_h) * BT  # dM's copy in memory (read by the per-channel applies)
+    tl.debug_barrier()  # T and Gamma were read from these rows above: they are scratch now
+    _store_tile(m_ptr, dM, r, c, H * BT, nrows, BT)
+    tl.debug_barrier()
 
     # ---- pass over K: everything with a K index
     for i_k in range(0, tl.cdiv(K, BK)):
@@ -182,8 +186,8 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, hs, dhs, vnew, dvnew, do, dq, dk
         # output: inter-chunk (through h) and intra-chunk (through M) parts
         b_dq = scale * dqh * e_g
         b_dks = dkh * e_last
-        b_dq += _row_apply(dM, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
-        b_yq = _col_apply(dM, b_q, gate, q + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_dq += _row_apply(dM, m_ptr, H * BT, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_yq = _col_apply(dM, m_ptr, H * BT, b_q, gate, q + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
         b_dk = b_dks + b_yq
         b_dG = b_q * b_dq - b_k * (b_yq + b_dks)
         _store_tile(dq + off_k, b_dq, r, ck, H * K, nrows, nk)
@@ -231,8 +235,9 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
     dg = torch.empty(g.shape, dtype=torch.float32, device=q.device) if g is not None else None
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if beta is not None else None
+    Cm = torch.empty(B, T, H, BT, dtype=torch.float32, device=q.device)  # dM's memory copy
     chunk_grad_bwd_kernel[(NT, H)](
-        q, k, v, g_cum, None, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
+        q, k, v, g_cum, None, Cm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
         H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip,
         **launch_config("chunk_grad_bwd", q, K, V, Tn))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),

@@ -140,7 +140,7 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
 
 
 @triton.jit
-def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta,
+def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta,
                           cu_seqlens, chunk_indices, scale,
                           H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                           BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -193,6 +193,12 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do
     dA = tl.where(r[:, None] > c[None, :], dA, 0.)
     db += tl.sum(dA * Gam, 1)
     dGam = dA * b_beta[:, None]
+    m_ptr = Cm + (t0 * H + i_h) * BT  # dM's copy in memory (read by the per-channel applies)
+    a_ptr = Gm + (t0 * H + i_h) * BT  # dGamma's, in Gamma's rows
+    tl.debug_barrier()  # T and Gamma were read from these rows above: they are scratch now
+    _store_tile(m_ptr, dM, r, c, H * BT, nrows, BT)
+    _store_tile(a_ptr, dGam, r, c, H * BT, nrows, BT)
+    tl.debug_barrier()
 
     # ---- A path first, in its own pass over K: fused into the pass below, its two decayed [BT, BT]
     # applies spilled 84/100 bytes a thread at K = 128 even at BK = 16 (8 warps); alone, the pass
@@ -204,8 +210,10 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do
         b_k = _tile(k + off_k, r, ck, H * K, nrows, nk)
         gate = _tile(g_cum + off_k, r, ck, H * K, nrows, nk)
         # Gamma_ij = <k_i, k_j exp(G_i - G_j)>, i > j
-        b_x = _row_apply(dGam, b_k, gate, k + off_k, g_cum + off_k, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
-        b_y = _col_apply(dGam, b_k, gate, k + off_k, g_cum + off_k, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_x = _row_apply(dGam, a_ptr, H * BT, b_k, gate, k + off_k, g_cum + off_k, H * K, nrows, nk,
+                         BT, BC, BK, INPUT_PRECISION)
+        b_y = _col_apply(dGam, a_ptr, H * BT, b_k, gate, k + off_k, g_cum + off_k, H * K, nrows, nk,
+                         BT, BC, BK, INPUT_PRECISION)
         _store_tile(dk + off_k, b_x + b_y, r, ck, H * K, nrows, nk)
         _store_tile(dg + off_k, b_k * (b_x - b_y), r, ck, H * K, nrows, nk)
     tl.debug_barrier()  # the pass below reads those tiles back through other threads
@@ -240,8 +248,8 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do
         # output: inter-chunk (through h) and intra-chunk (through M) parts
         b_dq = scale * dqh * e_g
         b_dks = dkh * e_last
-        b_dq += _row_apply(dM, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
-        b_yq = _col_apply(dM, b_q, gate, q + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_dq += _row_apply(dM, m_ptr, H * BT, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
+        b_yq = _col_apply(dM, m_ptr, H * BT, b_q, gate, q + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
         b_dk = b_dks + b_yq
         b_dG = b_q * b_dq - b_k * (b_yq + b_dks)
         # W path: P = b K exp(G) enters V' = T (bV - P h)
@@ -300,8 +308,9 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
     dg = torch.empty(g.shape, dtype=torch.float32, device=q.device) if g is not None else None
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if beta is not None else None
+    Cm = Tm  # T is read once at the kernel's start: its rows then hold dM
     chunk_grad_bwd_kernel[(NT, H)](
-        q, k, v, g_cum, beta, Tm, Gm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
+        q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
         H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip,
         **launch_config("chunk_grad_bwd", q, K, V, Tn))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),

@@ -276,9 +276,13 @@ def _gram(a, b, g, b_ptr, g_ptr, stride, nrows, ncols, STRICT: tl.constexpr,
 
 
 @triton.jit
-def _row_apply(C, b, g, b_ptr, g_ptr, stride, nrows, ncols,
+def _row_apply(C, c_ptr, c_stride, b, g, b_ptr, g_ptr, stride, nrows, ncols,
                BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """X[i, k] = sum_{j <= i} C[i, j] b[j, k] exp(g[i,k] - g[j,k])   (C lower triangular)."""
+    """X[i, k] = sum_{j <= i} C[i, j] b[j, k] exp(g[i,k] - g[j,k])   (C lower triangular).
+
+    C is also in memory at c_ptr (row stride c_stride, rows >= nrows absent): each diagonal step
+    reads its column C[i, p_i] from there, where taking it from the register tile would be a
+    [BT, BT] masked sum."""
     r = tl.arange(0, BT)
     c = tl.arange(0, BT)
     ck = tl.arange(0, BK)
@@ -298,7 +302,7 @@ def _row_apply(C, b, g, b_ptr, g_ptr, stride, nrows, ncols,
     for j in range(0, BC):
         p = sb * BC + j
         m = ((lr >= j) & valid)[:, None]
-        coef = tl.sum(tl.where(c[None, :] == p[:, None], C, 0.), 1)
+        coef = tl.load(c_ptr + r * c_stride + p, mask=valid, other=0.)
         b_p = _tile(b_ptr, p, ck, stride, nrows, ncols)
         g_p = _tile(g_ptr, p, ck, stride, nrows, ncols)
         x += tl.where(m, coef[:, None] * b_p * tl.exp(tl.where(m, g - g_p, 0.)), 0.)
@@ -306,11 +310,12 @@ def _row_apply(C, b, g, b_ptr, g_ptr, stride, nrows, ncols,
 
 
 @triton.jit
-def _col_apply(C, a, g, a_ptr, g_ptr, stride, nrows, ncols,
+def _col_apply(C, c_ptr, c_stride, a, g, a_ptr, g_ptr, stride, nrows, ncols,
                BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Y[j, k] = sum_{i >= j} C[i, j] a[i, k] exp(g[i,k] - g[j,k])   (C lower triangular).
 
-    Same splitting as _row_apply, with the reference at the *last* row of the output sub-chunk."""
+    Same splitting as _row_apply, with the reference at the *last* row of the output sub-chunk;
+    C's entries of the diagonal steps come from its copy at c_ptr likewise."""
     r = tl.arange(0, BT)
     c = tl.arange(0, BT)
     ck = tl.arange(0, BK)
@@ -332,7 +337,7 @@ def _col_apply(C, a, g, a_ptr, g_ptr, stride, nrows, ncols,
     for i in range(0, BC):
         p = sb * BC + i
         m = ((lr <= i) & (p < nrows))[:, None]
-        coef = tl.sum(tl.where(c[None, :] == p[:, None], Ct, 0.), 1)
+        coef = tl.load(c_ptr + p * c_stride + r, mask=p < nrows, other=0.)
         a_p = _tile(a_ptr, p, ck, stride, nrows, ncols)
         g_p = _tile(g_ptr, p, ck, stride, nrows, ncols)
         y += tl.where(m, coef[:, None] * a_p * tl.exp(tl.where(m, g_p - g, 0.)), 0.)
