@@ -157,8 +157,9 @@ def compare(
 @_clean_errors
 def autotune(
     specs: Annotated[Optional[list[Path]], typer.Argument(help="spec files (default: every spec in specs/)")] = None,
-    backend: Annotated[str, typer.Option(help="triton: search Triton configs | tilelang: time TileLang beside "
-                                              "Triton (what backend='auto' picks by) | all: both")] = "triton",
+    backend: Annotated[str, typer.Option(help="triton: search Triton configs | tilelang: search TileLang's "
+                                              "(threads), then time TileLang beside Triton (what "
+                                              "backend='auto' picks by) | all: both")] = "triton",
     shapes: Annotated[str, typer.Option(help="shape grid(s): 'K=64,128 T=2048,4096 tokens=16384 H=16 dtype=bf16' "
                                              "(V defaults to K, B to tokens/T; ';' separates grids)")] = "",
     budget_min: Annotated[Optional[float], typer.Option(help="stop after this many minutes (resumable)")] = None,

@@ -1,5 +1,6 @@
 """gka_gen.autotune without a GPU: the tuned-file format, loader, fallbacks, invalidation, shape
 buckets, the search's bookkeeping, and one end-to-end search in the Triton interpreter."""
+import importlib
 import json
 import math
 import os
@@ -331,7 +332,68 @@ def test_race_times_each_backend_and_leaves_a_wrong_phase_out(tmp_path, monkeypa
     assert tune._tilelang_phases("generated.kda") == ("fwd", "bwd", "recurrent")
 
 
+def test_tilelang_search_tunes_its_own_kernels_and_the_race_uses_them(tmp_path, monkeypatch):
+    """The TileLang search with stand-in calls: each linear kernel's threads are tried under
+    backend="tilelang" overrides (Triton's same-named kernels untouched), a config whose outputs
+    differ is skipped, the fastest is kept in the file's "tilelang" bucket, and the race then runs
+    TileLang with those configs; the ridge family has no TileLang space and is skipped."""
+    seen = []
+
+    def active(backend):
+        return {k[2]: v for k, v in lookup._OVERRIDES.items() if k[:2] == ("deltanet", backend)}
+
+    class FakeCalls:
+        def __init__(self, package, shape, device, backend="triton"):
+            self.backend = backend
+
+        def phase(self, name):
+            def fn():
+                tl = active("tilelang")
+                seen.append((self.backend, name, active("triton").get("chunk_grad_bwd"), tl.get("chunk_grad_bwd")))
+                wrong = tl.get("chunk_output_fwd", {}).get("threads") == 256  # a config with a bug
+                return torch.full((2,), 3.0 if wrong else 1.0), self.backend, json.dumps(tl, sort_keys=True)
+            return fn
+
+    def bench(fn, dev):  # more threads: faster, per kernel
+        out = fn()
+        return 10.0 - sum(c["threads"] for c in json.loads(out[2]).values()) / 1000
+
+    monkeypatch.setattr(tune, "Calls", FakeCalls)
+    monkeypatch.setattr(tune, "bench", bench)
+    monkeypatch.setattr(tune, "max_rel_diff", lambda o, r: float((o[0] - r[0]).abs().max()))
+    shape = tune.Shape("bf16", 2, 64, 2, 64, 64)
+    from generated.deltanet.tilelang_kernels import common as tlc
+
+    table = cache.new_table("deltanet", "aaaaaaaaaaaa", "x", "NVIDIA H200", {}, "now")
+    path = tmp_path / "deltanet.json"
+    tune._tune_shape("generated.deltanet", "deltanet", "linear", tlc, shape, table, path, "cpu", math.inf, 1,
+                     False, {}, False, lambda *_: None, "tilelang")
+    bucket = json.loads(path.read_text())["backends"]["tilelang"][shape.bucket]["kernels"]
+    assert set(bucket) == set(tlc.TUNABLE) and all(e["done"] for e in bucket.values())
+    assert bucket["chunk_state_fwd"]["config"] == {"threads": 256}  # the fastest of 64 / 128 / 256
+    assert bucket["chunk_grad_bwd"]["default"] == {"threads": 128}
+    out = bucket["chunk_output_fwd"]  # faster at 256 threads, but wrong there: never kept
+    assert out["config"] == {"threads": 128} and [t["status"] for t in out["trials"]] == ["ok", "mismatch"]
+    assert all(s[2] is None for s in seen)  # Triton's chunk_grad_bwd never got a TileLang config
+
+    seen.clear()
+    tune.race_shape("generated.deltanet", "deltanet", shape, table, path, "cpu", ("triton", "tilelang"),
+                    lambda *_: None)
+    assert {s[3]["threads"] for s in seen if s[0] == "tilelang"} == {bucket["chunk_grad_bwd"]["config"]["threads"]}
+    assert tune._tilelang_tunable("generated.gka", "ridge", lambda *_: None) is None
+
+
 # ----------------------------------------------------------------------------- config spaces
+@pytest.mark.parametrize("name", ["deltanet", "gated_deltanet", "kda", "gla"])
+def test_tilelang_spaces_match_the_generated_programs(name):
+    common = importlib.import_module(f"generated.{name}.tilelang_kernels.common")
+    assert tuple(configs.kernels("linear", "tilelang")) == common.TUNABLE
+    for k in common.TUNABLE:
+        default = common.default_config(k, 80, 80)
+        assert set(configs.TILELANG_SPACES["linear"][k][1]) <= set(default), k
+        assert configs.candidates("linear", k, 80, 80, default, "tilelang")[0] == default
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_spaces_match_the_generated_kernels(name):
     import importlib
@@ -507,7 +569,7 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     calls = []
 
     def fake_tune(package, shapes, **kw):
-        calls.append((package, shapes, kw["deadline"], {k: kw[k] for k in ("search_triton", "race")}))
+        calls.append((package, shapes, kw["deadline"], {k: kw[k] for k in ("search", "race")}))
         if package == "generated.gka":
             raise tune.BudgetExceeded
         return Path("x.json")
@@ -523,14 +585,14 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     assert calls[0][2] == calls[1][2] and calls[0][2] - time.monotonic() < 120  # one deadline for the run
     assert "run the same command again to resume" in r.output
 
-    assert calls[0][3] == {"search_triton": True, "race": ("triton",)}
+    assert calls[0][3] == {"search": ("triton",), "race": ("triton",)}
 
     calls.clear()
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--backend", "tilelang"])
-    assert r.exit_code == 0 and calls[0][3] == {"search_triton": False, "race": ("triton", "tilelang")}
+    assert r.exit_code == 0 and calls[0][3] == {"search": ("tilelang",), "race": ("triton", "tilelang")}
     calls.clear()
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--backend", "all"])
-    assert r.exit_code == 0 and calls[0][3] == {"search_triton": True, "race": ("triton", "tilelang")}
+    assert r.exit_code == 0 and calls[0][3] == {"search": ("triton", "tilelang"), "race": ("triton", "tilelang")}
     calls.clear()
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--shapes", "K=128"])
     assert r.exit_code == 2 and calls == []

@@ -112,6 +112,25 @@ def test_lowers_to_cuda_source(lowered, name, K):
         assert f"void {kernel}_kernel(" in src, kernel
 
 
+@needs_tilelang
+def test_every_searched_config_lowers():
+    """Each thread count `gka-gen autotune --backend tilelang` may try (configs.TILELANG_SPACES)
+    lowers for sm_90 and launches that many threads: a candidate that cannot would only fail on the
+    GPU, mid-search. deltanet at K = V = 64 (the spaces are the same for the linear family)."""
+    import tilelang
+    from tilelang import tvm
+
+    from gka_gen.autotune import configs
+
+    pkg = importlib.import_module("generated.deltanet.tilelang_kernels")
+    with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}) as target:
+        for kernel in configs.kernels("linear", "tilelang"):
+            default = pkg.common.default_config(kernel, 64, 64)
+            for cfg in configs.candidates("linear", kernel, 64, 64, default, "tilelang")[1:]:
+                src = tilelang.lower(pkg.programs(64, 64, configs={kernel: cfg})[kernel], target=target).kernel_source
+                assert f"__launch_bounds__({cfg['threads']}" in src, (kernel, cfg)
+
+
 CUDA_FLAGS = ["-std=c++20", "-w", "-Xcudafe", "--diag_suppress=177", "-c",
               # sm_90a, as TileLang itself compiles for an H100: the wgmma/TMA templates it emits for
               # "sm_90" compile to traps, silently, under plain -arch=sm_90 (docs/backends.md)

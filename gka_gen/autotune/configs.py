@@ -38,6 +38,26 @@ SPACES = {
     },
 }
 
+# TileLang's kernels (their templates' default_config): the thread count of each program, which sets
+# how T.gemm splits its tiles over warps and how T.Parallel loops spread. Only the linear family:
+# the ridge programs map rows to threads explicitly (the first 64 of 256 run the per-row sums), so
+# their thread count is part of the program, not a launch choice.
+TILELANG_SPACES = {
+    "linear": {
+        "chunk_intra_fwd": ("fwd", {"threads": (128, 256)}),
+        "chunk_state_fwd": ("fwd", {"threads": (64, 128, 256)}),
+        "chunk_output_fwd": ("fwd", {"threads": (128, 256)}),
+        "chunk_state_bwd": ("bwd", {"threads": (64, 128, 256)}),
+        "chunk_grad_bwd": ("bwd", {"threads": (128, 256)}),
+        "fused_recurrent_fwd": ("recurrent", {"threads": (64, 128, 256)}),
+    },
+}
+
+
+def _spaces(backend: str) -> dict:
+    return {"triton": SPACES, "tilelang": TILELANG_SPACES}[backend]
+
+
 # The widest sensible block of each tile parameter: the axis it tiles, rounded up to a power of
 # two (a wider block is all padding, or is clamped back by the launcher: a duplicate).
 _AXIS = {"BK": "K", "BV": "V", "BX": "KV", "BR": "K"}
@@ -55,18 +75,19 @@ def _fits_axis(param: str, value: int, K: int, V: int) -> bool:
     return value <= max(16, _pow2(width))
 
 
-def kernels(family: str) -> list[str]:
-    return list(SPACES[family])
+def kernels(family: str, backend: str = "triton") -> list[str]:
+    """The tunable kernels of ``backend`` for ``family`` ([] where it has none)."""
+    return list(_spaces(backend).get(family, {}))
 
 
-def phase(family: str, kernel: str) -> str:
-    return SPACES[family][kernel][0]
+def phase(family: str, kernel: str, backend: str = "triton") -> str:
+    return _spaces(backend)[family][kernel][0]
 
 
-def candidates(family: str, kernel: str, K: int, V: int, default: dict) -> list[dict]:
-    """Every config of ``kernel`` to try at this K, V: the default first, then the space's
-    product (duplicates and blocks wider than their axis dropped). Keys are the default's."""
-    space = {p: vs for p, vs in SPACES[family][kernel][1].items() if p in default}
+def candidates(family: str, kernel: str, K: int, V: int, default: dict, backend: str = "triton") -> list[dict]:
+    """Every config of ``backend``'s ``kernel`` to try at this K, V: the default first, then the
+    space's product (duplicates and blocks wider than their axis dropped). Keys are the default's."""
+    space = {p: vs for p, vs in _spaces(backend)[family][kernel][1].items() if p in default}
     out = [dict(default)]
     for values in itertools.product(*space.values()):
         cfg = {**default, **dict(zip(space, values))}

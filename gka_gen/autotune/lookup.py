@@ -1,7 +1,8 @@
 """The launch config a generated kernel uses for one call.
 
 Each kernel launcher of a generated package calls `launch_config(..., default, x=q, K=.., V=.., T=..)`
-and launches with what comes back. In order:
+(TileLang's with backend="tilelang": the two backends' kernels share names, not configs) and
+launches with what comes back. In order:
 
 1. a config the search (tune.py) is trying right now, for this spec and kernel;
 2. on a CUDA tensor: the tuned config of this kernel in autotune/<GPU>/<spec>-<spec hash>.json for
@@ -24,7 +25,7 @@ from . import cache
 
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
-_OVERRIDES: dict[tuple[str, str], dict] = {}  # (spec, kernel) -> config being measured by tune.py
+_OVERRIDES: dict[tuple[str, str, str], dict] = {}  # (spec, backend, kernel) -> config being measured by tune.py
 _TABLES: dict[tuple[str, str, str], dict] = {}  # (spec, hash, gpu) -> the file's "backends"
 _RESOLVED: dict[tuple, dict] = {}  # memo: one dict lookup per launch (or per auto choice) once a shape has been seen
 _WARNED: set = set()
@@ -33,20 +34,21 @@ _TUNING = False  # a search is running in this process: never start another from
 
 
 def launch_config(spec: str, spec_hash: str, package: str, kernel: str, default: dict, *, x, K: int, V: int,
-                  T: int) -> dict:
-    """The launch keyword arguments of ``kernel`` for a call on ``x`` (device, dtype) with T tokens
-    per sequence. Always the keys of ``default``: a tuned file can change values, never add keys."""
-    override = _OVERRIDES.get((spec, kernel))
+                  T: int, backend: str = "triton") -> dict:
+    """The launch keyword arguments of ``backend``'s ``kernel`` for a call on ``x`` (device, dtype)
+    with T tokens per sequence. Always the keys of ``default``: a tuned file can change values,
+    never add keys."""
+    override = _OVERRIDES.get((spec, backend, kernel))
     if override is not None:
         return _merge(default, override)
     gpu = gpu_name(x)
     dtype = DTYPE_NAMES.get(str(x.dtype))
     if gpu is None or not spec_hash or dtype is None:
         return dict(default)
-    memo = (spec, spec_hash, gpu, kernel, dtype, K, V, cache.t_bucket(T))
+    memo = (spec, spec_hash, gpu, backend, kernel, dtype, K, V, cache.t_bucket(T))
     tuned = _RESOLVED.get(memo)
     if tuned is None:
-        tuned = _RESOLVED[memo] = _resolve(spec, spec_hash, package, kernel, gpu, dtype, K, V, T, x)
+        tuned = _RESOLVED[memo] = _resolve(spec, spec_hash, package, backend, kernel, gpu, dtype, K, V, T, x)
     return _merge(default, tuned)
 
 
@@ -97,9 +99,9 @@ def tuned_backends(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
     return _TABLES[key]
 
 
-def tuned_buckets(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
-    """The Triton backend's buckets of tuned_backends."""
-    return tuned_backends(spec, spec_hash, package, gpu).get("triton", {})
+def tuned_buckets(spec: str, spec_hash: str, package: str, gpu: str, backend: str = "triton") -> dict:
+    """One backend's buckets of tuned_backends."""
+    return tuned_backends(spec, spec_hash, package, gpu).get(backend, {})
 
 
 def faster_backend(spec: str, spec_hash: str, package: str, *, x, K: int, V: int, T: int, phases) -> str | None:
@@ -134,16 +136,17 @@ def invalidate() -> None:
 
 
 @contextmanager
-def overrides(spec: str, configs: dict):
-    """Within the block, the kernels of ``spec`` launch with ``configs`` ({kernel: config})."""
-    saved = {k: v for k, v in _OVERRIDES.items() if k[0] == spec}
+def overrides(spec: str, configs: dict, backend: str = "triton"):
+    """Within the block, ``backend``'s kernels of ``spec`` launch with ``configs`` ({kernel: config})."""
+    mine = lambda k: k[:2] == (spec, backend)  # noqa: E731
+    saved = {k: v for k, v in _OVERRIDES.items() if mine(k)}
     for k in saved:
         del _OVERRIDES[k]
-    _OVERRIDES.update({(spec, kernel): dict(cfg) for kernel, cfg in configs.items()})
+    _OVERRIDES.update({(spec, backend, kernel): dict(cfg) for kernel, cfg in configs.items()})
     try:
         yield
     finally:
-        for k in [k for k in _OVERRIDES if k[0] == spec]:
+        for k in [k for k in _OVERRIDES if mine(k)]:
             del _OVERRIDES[k]
         _OVERRIDES.update(saved)
 
@@ -152,10 +155,11 @@ def _merge(default: dict, tuned: dict) -> dict:
     return {k: int(tuned.get(k, v)) for k, v in default.items()}
 
 
-def _resolve(spec, spec_hash, package, kernel, gpu, dtype, K, V, T, x) -> dict:
-    buckets = tuned_buckets(spec, spec_hash, package, gpu)
-    # a bucket holding only the backend race (no Triton search ran) counts as not tuned
-    if (not buckets.get(cache.bucket_key(dtype, K, V, T), {}).get("kernels")
+def _resolve(spec, spec_hash, package, backend, kernel, gpu, dtype, K, V, T, x) -> dict:
+    buckets = tuned_buckets(spec, spec_hash, package, gpu, backend)
+    # a bucket holding only the backend race (no Triton search ran) counts as not tuned; a run-time
+    # search is Triton's only (TileLang's compiles take minutes)
+    if (backend == "triton" and not buckets.get(cache.bucket_key(dtype, K, V, T), {}).get("kernels")
             and os.environ.get("GKA_GEN_AUTOTUNE") == "1" and not _TUNING):
         buckets = _tune_now(package, spec, spec_hash, gpu, dtype, K, V, T, x)
     near = cache.nearest_bucket(buckets, dtype, K, V, T)

@@ -281,11 +281,12 @@ def _open_table(path: Path, spec: str, spec_hash: str, kernels_hash: str, gpu: s
 
 def tune_package(package: str, shapes, *, budget_min: float | None = None, out: Path | None = None, device=None,
                  jobs: int | None = None, use_prefilter: bool = True, progress: bool = True, echo=print,
-                 deadline: float | None = None, search_triton: bool = True, race=("triton",)) -> Path:
-    """Search every tunable Triton kernel of ``package`` (e.g. "generated.kda") for each shape
-    (``search_triton``), then time the whole calls of each backend in ``race`` with its best configs
-    (race_shape); returns the file written. BudgetExceeded when the budget ran out (the file then
-    holds the partial search)."""
+                 deadline: float | None = None, search=("triton",), race=("triton",)) -> Path:
+    """Search every tunable kernel of ``package`` (e.g. "generated.kda") of each backend in
+    ``search`` for each shape, then time the whole calls of each backend in ``race`` with its best
+    configs (race_shape); returns the file written. BudgetExceeded when the budget ran out (the file
+    then holds the partial search). A backend without tunable kernels for the package's family (the
+    ridge TileLang programs) is skipped with a note."""
     import torch
 
     device = torch.device(device or "cuda")
@@ -307,9 +308,11 @@ def tune_package(package: str, shapes, *, budget_min: float | None = None, out: 
     try:
         for shape in shapes:
             tried = _trial_count(table, shape)
-            if search_triton:
-                _tune_shape(package, name, family, kernels_mod, shape, table, path, device, deadline, jobs,
-                            use_prefilter, verdict_memo, progress, echo)
+            for backend in search:
+                mod = kernels_mod if backend == "triton" else _tilelang_tunable(package, family, echo)
+                if mod is not None:
+                    _tune_shape(package, name, family, mod, shape, table, path, device, deadline, jobs,
+                                use_prefilter and backend == "triton", verdict_memo, progress, echo, backend)
             race_shape(package, name, shape, table, path, device, race, echo,
                        retime=_trial_count(table, shape) != tried)
     finally:
@@ -318,23 +321,38 @@ def tune_package(package: str, shapes, *, budget_min: float | None = None, out: 
 
 
 def _trial_count(table, shape: Shape) -> int:
-    kernels = table["backends"].get("triton", {}).get(shape.bucket, {}).get("kernels", {})
-    return sum(len(e.get("trials", ())) for e in kernels.values())
+    """Trials so far at this shape, every backend's: a change means the race must be timed again."""
+    return sum(len(e.get("trials", ())) for b in table["backends"].values()
+               for e in b.get(shape.bucket, {}).get("kernels", {}).values())
+
+
+def _tilelang_tunable(package: str, family: str, echo):
+    """The package's TileLang kernel module when it has a config space to search, else None."""
+    if not configs.kernels(family, "tilelang") or importlib.util.find_spec(package + ".tilelang_kernels") is None:
+        echo(f"  {package}: no TileLang config space for the {family} family; its programs fix their threads")
+        return None
+    mod = importlib.import_module(package + ".tilelang_kernels.common")
+    missing = set(configs.kernels(family, "tilelang")) - set(getattr(mod, "TUNABLE", ()))
+    if missing:
+        raise TuneError(f"{package}'s TileLang kernels have no tunable {sorted(missing)}: run `gka-gen generate`")
+    return mod
 
 
 def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, device, deadline, jobs,
-                use_prefilter, verdict_memo, progress, echo):
-    buckets = table["backends"].setdefault("triton", {})
+                use_prefilter, verdict_memo, progress, echo, backend="triton"):
+    """One backend's search at one shape. ``kernels_mod`` has the backend's default_config; the
+    resource model (use_prefilter) is Triton's: TileLang candidates are all compiled and timed."""
+    buckets = table["backends"].setdefault(backend, {})
     bucket = buckets.get(shape.bucket)
     if bucket is None or bucket.get("shape") != asdict(shape):  # a bucket re-tuned at another B starts over
         bucket = buckets[shape.bucket] = {"shape": asdict(shape), "kernels": {}}
     entries = bucket["kernels"]
-    names = configs.kernels(family)
+    names = configs.kernels(family, backend)
     if all(entries.get(k, {}).get("done") for k in names):
-        echo(f"  {name} {shape.bucket}: done already")
+        echo(f"  {name} {shape.bucket} {backend}: done already")
         return
     defaults = {k: kernels_mod.default_config(k, shape.K, shape.V) for k in names}
-    todo = {k: configs.candidates(family, k, shape.K, shape.V, defaults[k]) for k in names
+    todo = {k: configs.candidates(family, k, shape.K, shape.V, defaults[k], backend) for k in names
             if not entries.get(k, {}).get("done")}
     # Resource verdicts of the candidates not tried yet (a resumed search compiles only those). The
     # compiled kernels depend on K, V, H and dtype, not on B or T: one verdict serves every T.
@@ -351,28 +369,28 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
         else:
             verdict_memo.update({(rkey, k, _key(c)): v for k, cs in need.items() for c, v in zip(cs, found[k])})
     verdicts = {k: [verdict_memo.get((rkey, k, _key(c))) for c in cands] for k, cands in todo.items()}
-    calls = Calls(package, shape, device)
+    calls = Calls(package, shape, device, backend=backend)
     best = {k: (entries[k]["config"] if k in entries else defaults[k]) for k in names}
     try:
-        with lookup.overrides(name, defaults):
-            refs = {p: calls.phase(p)() for p in sorted({configs.phase(family, k) for k in todo})}
+        with lookup.overrides(name, defaults, backend):
+            refs = {p: calls.phase(p)() for p in sorted({configs.phase(family, k, backend) for k in todo})}
     except Exception as e:  # noqa: BLE001 - the package itself fails here: nothing to compare against
         echo(f"  {name} {shape.bucket}: the default configs fail ({type(e).__name__}: {e}); shape skipped")
         return
     tol = TOLERANCE[shape.dtype]
-    bar = _progress(sum(len(c) for c in todo.values()), f"{name} {shape.bucket}", progress)
+    bar = _progress(sum(len(c) for c in todo.values()), f"{name} {shape.bucket} {backend}", progress)
     try:
         for kernel, cands in todo.items():
-            entry = entries.setdefault(kernel, {"phase": configs.phase(family, kernel), "trials": []})
+            entry = entries.setdefault(kernel, {"phase": configs.phase(family, kernel, backend), "trials": []})
             entry["default"] = defaults[kernel]  # the templates' default now (resumed files may predate it)
             fn = calls.phase(entry["phase"])
 
             def run(cfg, kernel=kernel, fn=fn):
-                with lookup.overrides(name, {**best, kernel: cfg}):
+                with lookup.overrides(name, {**best, kernel: cfg}, backend):
                     return fn()
 
             def time_it(cfg, kernel=kernel, fn=fn):
-                with lookup.overrides(name, {**best, kernel: cfg}):
+                with lookup.overrides(name, {**best, kernel: cfg}, backend):
                     return bench(fn, device)
 
             def on_trial(t, entry=entry):
@@ -409,11 +427,13 @@ def race_shape(package, name, shape: Shape, table, path, device, backends, echo,
     ``backends`` with its best configs, one backend after the other in this process: the numbers
     `backend="auto"` chooses by. Triton always runs (the baseline and the reference outputs); a
     TileLang phase whose outputs differ from Triton's beyond TOLERANCE gets no time, so auto never
-    picks it. Phases already timed are kept (a resumed run) unless ``retime`` (the Triton search
-    just changed configs)."""
+    picks it. Phases already timed are kept (a resumed run) unless ``retime`` (a search just
+    changed configs)."""
     tri = table["backends"].setdefault("triton", {}).setdefault(shape.bucket, {"shape": asdict(shape),
                                                                                "kernels": {}})
     best = {k: e["config"] for k, e in tri["kernels"].items()}
+    tl_best = {k: e["config"] for k, e in
+               table["backends"].get("tilelang", {}).get(shape.bucket, {}).get("kernels", {}).items()}
     want = {"triton": ("fwd", "bwd", "recurrent")}
     if "tilelang" in backends:
         want["tilelang"] = _tilelang_phases(package)
@@ -439,7 +459,7 @@ def race_shape(package, name, shape: Shape, table, path, device, backends, echo,
             fn = calls.phase(phase)
             done.pop(phase, None)
             try:
-                with lookup.overrides(name, best):
+                with lookup.overrides(name, best), lookup.overrides(name, tl_best, "tilelang"):
                     outs = fn()
                     if backend == "triton":
                         refs[phase] = outs
@@ -512,10 +532,11 @@ def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None
         jobs: int | None = None, warm_workers: int = 0, echo=print) -> bool:
     """`gka-gen autotune`: every spec in turn, one file each. False when the budget ran out.
 
-    backend "triton": search the Triton configs, then time Triton's calls; "tilelang": time the
-    TileLang calls beside Triton's current configs (TileLang's kernels have no config space yet:
-    they use the template's tiles), the race `backend="auto"` reads; "all": both. warm_workers > 0
-    compiles the race's kernels in that many processes first (warm_caches)."""
+    backend "triton": search the Triton configs, then time Triton's calls; "tilelang": search the
+    TileLang configs (threads; the linear family), then time the TileLang calls beside Triton's
+    current ones, the race `backend="auto"` reads; "all": both searches and the race.
+    warm_workers > 0 compiles the race's kernels (default configs) in that many processes first
+    (warm_caches)."""
     import torch
 
     from ..codegen.generate import import_generated
@@ -532,7 +553,8 @@ def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None
         echo(f"{spec.name} (hash {spec.hash}) on {torch.cuda.get_device_name()}: {len(shapes)} shapes")
         try:
             path = tune_package(package, shapes, out=out, jobs=jobs, echo=echo, deadline=deadline,
-                                search_triton=backend in ("triton", "all"),
+                                search={"triton": ("triton",), "tilelang": ("tilelang",),
+                                        "all": ("triton", "tilelang")}[backend],
                                 race=("triton", "tilelang") if backend in ("tilelang", "all") else ("triton",))
         except BudgetExceeded:
             echo(f"budget of {budget_min} min used up during {spec.name}; run the same command again to resume")

@@ -26,15 +26,14 @@ import math
 import tilelang.language as T
 import torch
 
-from .common import DTYPES, block_of, compiled, prepare_chunks
+from .common import DTYPES, block_of, compiled, default_config, launch_config, prepare_chunks
 
 ACC = "float32"
 # Sub-chunk size of the exact in-chunk decay products and of the blocked triangular solve.
 BC = 16
-THREADS = 128
 
 
-def chunk_intra_fwd_program(H, K, V, BT, BK, dtype):
+def chunk_intra_fwd_program(H, K, V, BT, BK, dtype, threads):
     """One chunk of one head per block: M = (Q K^T) . decay (causal), and the WY factors W, U.
     BK: the tile of the head dims (it divides K and V)."""
     NTOK, N1, NT = T.dynamic("NTOK, N1, NT")  # tokens, sequences + 1, chunks
@@ -53,7 +52,7 @@ def chunk_intra_fwd_program(H, K, V, BT, BK, dtype):
         w: T.Tensor((NTOK, H, K), ACC),
         u: T.Tensor((NTOK, H, V), ACC),
     ):
-        with T.Kernel(NT, H, threads=THREADS) as (i_t, i_h):
+        with T.Kernel(NT, H, threads=threads) as (i_t, i_h):
             i_n = chunk_indices[i_t, 0]
             t0 = cu_seqlens[i_n] + chunk_indices[i_t, 1] * BT
             nrows = T.min(cu_seqlens[i_n + 1] - t0, BT)  # rows of this chunk inside its sequence
@@ -143,14 +142,7 @@ def chunk_intra_fwd_program(H, K, V, BT, BK, dtype):
     return chunk_intra_fwd
 
 
-def state_threads(K):
-    """Threads of the state scan. T.gemm gives every warp a multiple of 16 rows and 8 columns of its
-    output, and the h update is [K, BV]: four warps cover it when K is a multiple of 32, two when K
-    is only a multiple of 16 (K = 80: five row blocks of 16, no split in four; docs/backends.md)."""
-    return THREADS if K % 32 == 0 else THREADS // 2
-
-
-def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL):
+def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads):
     """Sequential scan over the chunks of one sequence, for one head and one BV-slice of the state.
 
     V' = U - W h couples all K rows, so one block holds the whole [K, BV] slice of h (fp32 fragment).
@@ -170,7 +162,7 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL):
         ht: T.Tensor((NF, H, K, V), ACC),  # written only when STORE_FINAL
         vnew: T.Tensor((NTOK, H, V), ACC),
     ):
-        with T.Kernel(V // BV, (N1 - 1) * H, threads=state_threads(K)) as (i_v, i_nh):
+        with T.Kernel(V // BV, (N1 - 1) * H, threads=threads) as (i_v, i_nh):
             i_n = i_nh // H
             i_h = i_nh % H
             bos = cu_seqlens[i_n]
@@ -210,7 +202,7 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL):
     return chunk_state_fwd
 
 
-def chunk_output_fwd_program(H, K, V, BT, BV, dtype):
+def chunk_output_fwd_program(H, K, V, BT, BV, dtype, threads):
     """O = scale ((Q exp(G)) h + M V') for one chunk, head and BV-slice (parallel over chunks)."""
     NTOK, N1, NT = T.dynamic("NTOK, N1, NT")
 
@@ -225,7 +217,7 @@ def chunk_output_fwd_program(H, K, V, BT, BV, dtype):
         scale: T.float32,
         o: T.Tensor((NTOK, H, V), dtype),
     ):
-        with T.Kernel(V // BV, NT, H, threads=THREADS) as (i_v, i_t, i_h):
+        with T.Kernel(V // BV, NT, H, threads=threads) as (i_v, i_t, i_h):
             i_n = chunk_indices[i_t, 0]
             t0 = cu_seqlens[i_n] + chunk_indices[i_t, 1] * BT
             nrows = T.min(cu_seqlens[i_n + 1] - t0, BT)
@@ -250,12 +242,17 @@ def chunk_output_fwd_program(H, K, V, BT, BV, dtype):
     return chunk_output_fwd
 
 
-def programs(H, K, V, dtype, BT=64):
-    """Every program of this module at one shape, by kernel name (what the lowering tests check)."""
+def programs(H, K, V, dtype, BT=64, configs=None):
+    """Every program of this module at one shape, by kernel name (what the lowering tests check),
+    with each kernel's config from `configs` ({kernel: config}) or its default."""
+    cfg = {n: {**default_config(n, K, V), **(configs or {}).get(n, {})}
+           for n in ("chunk_intra_fwd", "chunk_state_fwd", "chunk_output_fwd")}
     return {
-        "chunk_intra_fwd": chunk_intra_fwd_program(H, K, V, BT, block_of(math.gcd(K, V)), dtype),
-        "chunk_state_fwd": chunk_state_fwd_program(H, K, V, BT, block_of(V, 32), dtype, True, True),
-        "chunk_output_fwd": chunk_output_fwd_program(H, K, V, BT, block_of(V), dtype),
+        "chunk_intra_fwd": chunk_intra_fwd_program(H, K, V, BT, block_of(math.gcd(K, V)), dtype,
+                                                   **cfg["chunk_intra_fwd"]),
+        "chunk_state_fwd": chunk_state_fwd_program(H, K, V, BT, block_of(V, 32), dtype, True, True,
+                                                   **cfg["chunk_state_fwd"]),
+        "chunk_output_fwd": chunk_output_fwd_program(H, K, V, BT, block_of(V), dtype, **cfg["chunk_output_fwd"]),
     }
 
 
@@ -269,13 +266,15 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
     dev = q.device
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T_, BT, dev)
     NTOK = B * T_
+    Tn = NTOK // N  # tokens per sequence: the tuned configs' shape bucket
     # flat token axis; the gates in fp32, the kernels' only gate dtype
     q, k, v = (x.reshape(NTOK, H, -1).contiguous() for x in (q, k, v))
     beta = beta.reshape(NTOK, H).float().contiguous()
     w = torch.empty(NTOK, H, K, dtype=torch.float32, device=dev)
     u = torch.empty(NTOK, H, V, dtype=torch.float32, device=dev)
     Aqk = torch.empty(NTOK, H, BT, dtype=torch.float32, device=dev)
-    compiled(chunk_intra_fwd_program, H=H, K=K, V=V, BT=BT, BK=block_of(math.gcd(K, V)), dtype=dtype)(
+    compiled(chunk_intra_fwd_program, H=H, K=K, V=V, BT=BT, BK=block_of(math.gcd(K, V)), dtype=dtype,
+             **launch_config("chunk_intra_fwd", q, K, V, Tn))(
         q, k, v, beta, cu, chunk_indices, Aqk, w, u)
 
     hs = torch.empty(NT, H, K, V, dtype=torch.float32, device=dev)
@@ -284,11 +283,13 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
     ht = hs.new_empty(N, H, K, V) if output_final_state else hs.new_empty(1, H, K, V)
     vnew = torch.empty_like(u)
     compiled(chunk_state_fwd_program, H=H, K=K, V=V, BT=BT, BV=block_of(V, 32), dtype=dtype,
-             HAS_H0=initial_state is not None, STORE_FINAL=output_final_state)(
+             HAS_H0=initial_state is not None, STORE_FINAL=output_final_state,
+             **launch_config("chunk_state_fwd", q, K, V, Tn))(
         k, w, u, h0, cu, chunk_offsets, hs, ht, vnew)
 
     o = torch.empty(NTOK, H, V, dtype=q.dtype, device=dev)
-    compiled(chunk_output_fwd_program, H=H, K=K, V=V, BT=BT, BV=block_of(V), dtype=dtype)(
+    compiled(chunk_output_fwd_program, H=H, K=K, V=V, BT=BT, BV=block_of(V), dtype=dtype,
+             **launch_config("chunk_output_fwd", q, K, V, Tn))(
         q, vnew, hs, Aqk, cu, chunk_indices, float(scale), o)
     # nothing saved: the backward (bwd.py) recomputes what it needs with these same programs
     return o.view(B, T_, H, V), (ht if output_final_state else None), {}

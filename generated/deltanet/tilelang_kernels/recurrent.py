@@ -7,13 +7,12 @@
 import tilelang.language as T
 import torch
 
-from .common import DTYPES, block_of, compiled, prepare_chunks
+from .common import DTYPES, block_of, compiled, default_config, launch_config, prepare_chunks
 
 ACC = "float32"
-THREADS = 128
 
 
-def fused_recurrent_fwd_program(H, K, V, BV, dtype, HAS_H0, STORE_FINAL):
+def fused_recurrent_fwd_program(H, K, V, BV, dtype, HAS_H0, STORE_FINAL, threads):
     """One block per (BV-slice, sequence x head); the [K, BV] fp32 state slice stays in registers.
     Each token touches only its own row of q, k, v, so the loop is bandwidth bound by design."""
     NTOK, N1, N0, NF = T.dynamic("NTOK, N1, N0, NF")  # tokens, sequences + 1, h0 / ht states
@@ -30,7 +29,7 @@ def fused_recurrent_fwd_program(H, K, V, BV, dtype, HAS_H0, STORE_FINAL):
         ht: T.Tensor((NF, H, K, V), ACC),  # written only when STORE_FINAL
         o: T.Tensor((NTOK, H, V), dtype),
     ):
-        with T.Kernel(V // BV, (N1 - 1) * H, threads=THREADS) as (i_v, i_nh):
+        with T.Kernel(V // BV, (N1 - 1) * H, threads=threads) as (i_v, i_nh):
             i_n = i_nh // H
             i_h = i_nh % H
             h = T.alloc_fragment((K, BV), ACC)
@@ -68,9 +67,11 @@ def fused_recurrent_fwd_program(H, K, V, BV, dtype, HAS_H0, STORE_FINAL):
     return fused_recurrent_fwd
 
 
-def programs(H, K, V, dtype):
-    """Every program of this module at one shape, by kernel name (what the lowering tests check)."""
-    return {"fused_recurrent_fwd": fused_recurrent_fwd_program(H, K, V, block_of(V, 32), dtype, True, True)}
+def programs(H, K, V, dtype, configs=None):
+    """Every program of this module at one shape, by kernel name (what the lowering tests check),
+    with the kernel's config from `configs` ({kernel: config}) or its default."""
+    cfg = {**default_config("fused_recurrent_fwd", K, V), **(configs or {}).get("fused_recurrent_fwd", {})}
+    return {"fused_recurrent_fwd": fused_recurrent_fwd_program(H, K, V, block_of(V, 32), dtype, True, True, **cfg)}
 
 
 def fused_recurrent_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens):
@@ -88,6 +89,7 @@ def fused_recurrent_fwd(q, k, v, g, beta, scale, initial_state, output_final_sta
     ht = torch.empty(N if output_final_state else 1, H, K, V, dtype=torch.float32, device=dev)
     o = torch.empty(NTOK, H, V, dtype=q.dtype, device=dev)
     compiled(fused_recurrent_fwd_program, H=H, K=K, V=V, BV=block_of(V, 32), dtype=DTYPES[q.dtype],
-             HAS_H0=initial_state is not None, STORE_FINAL=output_final_state)(
+             HAS_H0=initial_state is not None, STORE_FINAL=output_final_state,
+             **launch_config("fused_recurrent_fwd", q, K, V, NTOK // N))(
         q, k, v, beta, h0, cu, float(scale), ht, o)
     return o.view(B, T_, H, V), (ht if output_final_state else None)

@@ -42,12 +42,14 @@ def fused_recurrent_fwd(q, k, v, g, beta, scale, initial_state, output_final_sta
     return run(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens)
 
 
-def programs(K, V, dtype="bfloat16", H=2):
+def programs(K, V, dtype="bfloat16", H=2, configs=None):
     """Every TileLang program of this package at one shape, by kernel name (TileLang prim_funcs,
-    for lowering and compile checks; imports TileLang)."""
+    for lowering and compile checks; imports TileLang), each with its launch config from
+    `configs` ({kernel: config}) or its default (common.default_config)."""
     from . import bwd, fwd, recurrent
 
-    return {**fwd.programs(H, K, V, dtype), **recurrent.programs(H, K, V, dtype), **bwd.programs(H, K, V, dtype)}
+    return {**fwd.programs(H, K, V, dtype, configs=configs), **recurrent.programs(H, K, V, dtype, configs=configs),
+            **bwd.programs(H, K, V, dtype, configs=configs)}
 
 
 __all__ = ["chunk_fwd", "chunk_bwd", "fused_recurrent_fwd", "programs", "unavailable", "KERNELS", "DECAY", "DELTA"]

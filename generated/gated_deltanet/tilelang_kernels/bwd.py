@@ -30,13 +30,13 @@ import math
 import tilelang.language as T
 import torch
 
-from .common import DTYPES, block_of, compiled, prepare_chunks
-from .fwd import BC, THREADS, chunk_intra_fwd_program, chunk_state_fwd_program, state_threads
+from .common import DTYPES, block_of, compiled, default_config, launch_config, prepare_chunks
+from .fwd import BC, chunk_intra_fwd_program, chunk_state_fwd_program
 
 ACC = "float32"
 
 
-def chunk_state_bwd_program(H, K, V, BT, BV, dtype, HAS_DHT, HAS_H0):
+def chunk_state_bwd_program(H, K, V, BT, BV, dtype, HAS_DHT, HAS_H0, threads):
     """Reverse scan over the chunks of one sequence, for one head and one BV-slice of dh.
 
     dh [K, BV] stays in an fp32 fragment (V' = U - W h couples all K rows in the delta rule, and the
@@ -60,7 +60,7 @@ def chunk_state_bwd_program(H, K, V, BT, BV, dtype, HAS_DHT, HAS_H0):
         dh0: T.Tensor((N0, H, K, V), ACC),  # written only when HAS_H0
         dvnew: T.Tensor((NTOK, H, V), ACC),
     ):
-        with T.Kernel(V // BV, (N1 - 1) * H, threads=state_threads(K)) as (i_v, i_nh):
+        with T.Kernel(V // BV, (N1 - 1) * H, threads=threads) as (i_v, i_nh):
             i_n = i_nh // H
             i_h = i_nh % H
             bos = cu_seqlens[i_n]
@@ -147,7 +147,7 @@ def solve_unit_lower(A_s, Dinv, x_row, Tm, Tm_s, L_s, P, P_s):
         T.copy(Tm, Tm_s)
 
 
-def chunk_grad_bwd_program(H, K, V, BT, BK, BV, dtype):
+def chunk_grad_bwd_program(H, K, V, BT, BK, BV, dtype, threads):
     """All per-token gradients of one chunk of one head. [BT, BT] quantities live in shared memory;
     the K and V axes are walked in BK / BV tiles (BK divides K, BV divides V)."""
     NTOK, N1, NT = T.dynamic("NTOK, N1, NT")
@@ -174,7 +174,7 @@ def chunk_grad_bwd_program(H, K, V, BT, BK, BV, dtype):
         dg: T.Tensor((NTOK, H), ACC),
         dbeta: T.Tensor((NTOK, H), ACC),
     ):
-        with T.Kernel(NT, H, threads=THREADS) as (i_t, i_h):
+        with T.Kernel(NT, H, threads=threads) as (i_t, i_h):
             i_n = chunk_indices[i_t, 0]
             t0 = cu_seqlens[i_n] + chunk_indices[i_t, 1] * BT
             nrows = T.min(cu_seqlens[i_n + 1] - t0, BT)
@@ -373,11 +373,15 @@ def chunk_grad_bwd_program(H, K, V, BT, BK, BV, dtype):
     return chunk_grad_bwd
 
 
-def programs(H, K, V, dtype, BT=64):
-    """Every program of this module at one shape, by kernel name (what the lowering tests check)."""
+def programs(H, K, V, dtype, BT=64, configs=None):
+    """Every program of this module at one shape, by kernel name (what the lowering tests check),
+    with each kernel's config from `configs` ({kernel: config}) or its default."""
+    cfg = {n: {**default_config(n, K, V), **(configs or {}).get(n, {})} for n in ("chunk_state_bwd", "chunk_grad_bwd")}
     return {
-        "chunk_state_bwd": chunk_state_bwd_program(H, K, V, BT, block_of(V, 32), dtype, True, True),
-        "chunk_grad_bwd": chunk_grad_bwd_program(H, K, V, BT, block_of(K, 32), block_of(V, 32), dtype),
+        "chunk_state_bwd": chunk_state_bwd_program(H, K, V, BT, block_of(V, 32), dtype, True, True,
+                                                   **cfg["chunk_state_bwd"]),
+        "chunk_grad_bwd": chunk_grad_bwd_program(H, K, V, BT, block_of(K, 32), block_of(V, 32), dtype,
+                                                 **cfg["chunk_grad_bwd"]),
     }
 
 
@@ -394,6 +398,7 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dev = q.device
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T_, BT, dev)
     NTOK = B * T_
+    Tn = NTOK // N  # tokens per sequence: the tuned configs' shape bucket
     q_, k_, v_ = (x.reshape(NTOK, H, -1).contiguous() for x in (q, k, v))
     do_ = do.reshape(NTOK, H, V).to(q.dtype).contiguous()  # the kernels take dO in the inputs' dtype
     g_ = g.reshape(NTOK, H, *g.shape[3:]).float().contiguous()
@@ -404,7 +409,8 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
 
     # recompute the forward's intermediates (chunk_fwd's first two launches, same programs and tiles)
     Aqk = torch.empty(NTOK, H, BT, dtype=torch.float32, device=dev)
-    compiled(chunk_intra_fwd_program, H=H, K=K, V=V, BT=BT, BK=block_of(math.gcd(K, V)), dtype=dtype)(
+    compiled(chunk_intra_fwd_program, H=H, K=K, V=V, BT=BT, BK=block_of(math.gcd(K, V)), dtype=dtype,
+             **launch_config("chunk_intra_fwd", q, K, V, Tn))(
         q_, k_, v_, g_, beta_, cu, chunk_indices, g_cum, Aqk, w, u)
     hs = torch.empty(NT, H, K, V, dtype=torch.float32, device=dev)
     # a kernel argument cannot be None: unused h0 / ht / dht / dh0 are one-state stand-ins never touched
@@ -412,7 +418,7 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     h0 = initial_state.float().contiguous() if initial_state is not None else stand_in
     vnew = torch.empty_like(u)
     compiled(chunk_state_fwd_program, H=H, K=K, V=V, BT=BT, BV=block_of(V, 32), dtype=dtype,
-             HAS_H0=initial_state is not None, STORE_FINAL=False)(
+             HAS_H0=initial_state is not None, STORE_FINAL=False, **launch_config("chunk_state_fwd", q, K, V, Tn))(
         k_, w, u, g_cum, h0, cu, chunk_offsets, hs, stand_in, vnew)
 
     # 1. reverse state scan: dh_end per chunk, dV', dh0
@@ -421,7 +427,8 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dht_ = dht.float().contiguous() if dht is not None else stand_in
     dh0 = hs.new_empty(N, H, K, V) if initial_state is not None else None
     compiled(chunk_state_bwd_program, H=H, K=K, V=V, BT=BT, BV=block_of(V, 32), dtype=dtype,
-             HAS_DHT=dht is not None, HAS_H0=initial_state is not None)(
+             HAS_DHT=dht is not None, HAS_H0=initial_state is not None,
+             **launch_config("chunk_state_bwd", q, K, V, Tn))(
         q_, k_, w, g_cum, Aqk, do_, dht_, cu, chunk_offsets, float(scale), dhs,
         dh0 if dh0 is not None else stand_in, dvnew)
 
@@ -431,7 +438,8 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dv = torch.empty(NTOK, H, V, dtype=torch.float32, device=dev)
     dg = torch.empty_like(g_)
     dbeta = torch.empty(NTOK, H, dtype=torch.float32, device=dev)
-    compiled(chunk_grad_bwd_program, H=H, K=K, V=V, BT=BT, BK=block_of(K, 32), BV=block_of(V, 32), dtype=dtype)(
+    compiled(chunk_grad_bwd_program, H=H, K=K, V=V, BT=BT, BK=block_of(K, 32), BV=block_of(V, 32), dtype=dtype,
+             **launch_config("chunk_grad_bwd", q, K, V, Tn))(
         q_, k_, v_, g_cum, beta_, hs, dhs, vnew, dvnew, do_, cu, chunk_indices, float(scale),
         dq, dk, dv, dg, dbeta)
     return (dq.view(B, T_, H, K).to(q.dtype), dk.view(B, T_, H, K).to(k.dtype), dv.view(B, T_, H, V).to(v.dtype),

@@ -64,3 +64,38 @@ def compiled(program, **params):
     import tilelang
 
     return tilelang.compile(program(**params), target="auto")
+
+
+# ------------------------------------------------------------------------------------------------
+# Launch configs: the thread count of every program, as a keyword of its factory. `gka-gen
+# autotune --backend tilelang` measures others per GPU and shape (gka_gen.autotune.configs
+# TILELANG_SPACES); these defaults are what runs without a tuned file.
+# ------------------------------------------------------------------------------------------------
+from gka_gen.autotune.lookup import launch_config as _tuned_config  # noqa: E402
+
+SPEC_NAME = "kda"
+SPEC_HASH = "2ff1ee236694"  # empty when rendered outside `gka-gen generate`: never tuned
+PACKAGE = __name__.rsplit(".", 2)[0]  # generated.<name>
+TUNABLE = ("chunk_intra_fwd", "chunk_state_fwd", "chunk_output_fwd", "chunk_state_bwd", "chunk_grad_bwd",
+           "fused_recurrent_fwd")
+THREADS = 128
+
+
+def default_config(kernel: str, K: int, V: int) -> dict:
+    """The launch config of `kernel` when no tuned one applies."""
+    if kernel not in TUNABLE:
+        raise KeyError(f"no launch config for kernel {kernel!r}")
+    if kernel in ("chunk_state_fwd", "chunk_state_bwd"):
+        # T.gemm gives every warp a multiple of 16 rows and 8 columns of its output, and the h
+        # update is [K, BV]: four warps cover it when K is a multiple of 32, two when K is only a
+        # multiple of 16 (K = 80: five row blocks of 16, no split in four; docs/backends.md).
+        return {"threads": THREADS if K % 32 == 0 else THREADS // 2}
+    return {"threads": THREADS}
+
+
+def launch_config(kernel: str, x, K: int, V: int, T: int) -> dict:
+    """The launch config of `kernel` for a call on x (q: device, dtype) with T tokens per sequence:
+    tuned for this GPU and shape bucket when `gka-gen autotune --backend tilelang` wrote one, else
+    default_config."""
+    return _tuned_config(SPEC_NAME, SPEC_HASH, PACKAGE, kernel, default_config(kernel, K, V), x=x, K=K, V=V, T=T,
+                         backend="tilelang")
