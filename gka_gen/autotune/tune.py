@@ -414,12 +414,16 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
 
 # ----------------------------------------------------------------------------- the backend race
 def _tilelang_phases(package: str) -> tuple[str, ...]:
-    """The phases the package's TileLang kernels can run on their own (none without TileLang kernels)."""
+    """The phases the package's TileLang kernels can run on their own (none without TileLang kernels):
+    those of every call (op_runtime.call_parts, what a generated op asks for) whose kernels it has."""
+    from ..codegen.op_runtime import call_parts
+
     if importlib.util.find_spec(package + ".tilelang_kernels") is None:
         return ()
     have = importlib.import_module(package + ".tilelang_kernels").KERNELS
-    return tuple(p for p, k in (("fwd", "chunk_fwd"), ("bwd", "chunk_bwd"), ("recurrent", "fused_recurrent_fwd"))
-                 if k in have and (p != "bwd" or "chunk_fwd" in have))
+    runnable = {p for mode, grad in (("chunk", False), ("chunk", True), ("fused_recurrent", False))
+                for kernels, phases in [call_parts(mode, grad)] if set(kernels) <= set(have) for p in phases}
+    return tuple(p for p in cache.PHASES if p in runnable)
 
 
 def race_shape(package, name, shape: Shape, table, path, device, backends, echo, retime: bool = False) -> None:
