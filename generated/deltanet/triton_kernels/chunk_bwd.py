@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd
+from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd, chunk_cumsum
 from .common import (BC_DEFAULT, _chunk_bounds, _dot, _col_apply, _row_apply, _store_tile, _tile, dot_precision,
                      launch_config, prepare_chunks, state_scan_config, _dot32)
 
@@ -62,43 +62,59 @@ def chunk_state_bwd_kernel(q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu_seq
         b_M = _tile(Aqk + (t0 * H + i_h) * BT, r, r, H * BT, nrows, BT)
         # dV' = (K exp(G_last - G)) dh_end + scale M^T dO
         b_dv = scale * _dot(tl.trans(b_M), b_do, INPUT_PRECISION)
+        b_g = tl.load(g_cum + t0 * H + i_h + r * H, mask=r < nrows, other=0.)
+        g_last = tl.load(g_cum + (t0 + nrows - 1) * H + i_h)
+        e_q = tl.exp(b_g)[:, None]
+        e_k = tl.exp(tl.where(r < nrows, g_last - b_g, 0.))[:, None]
         if NK > 0:
             _store_tile(p_dh + 0 * BK * V, b_dh0, rk, cv, V, K - 0 * BK, V)
             b_k = _tile(k + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
+            b_k *= e_k
             b_dv += _dot(b_k, b_dh0, INPUT_PRECISION)
         if NK > 1:
             _store_tile(p_dh + 1 * BK * V, b_dh1, rk, cv, V, K - 1 * BK, V)
             b_k = _tile(k + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
+            b_k *= e_k
             b_dv += _dot(b_k, b_dh1, INPUT_PRECISION)
         if NK > 2:
             _store_tile(p_dh + 2 * BK * V, b_dh2, rk, cv, V, K - 2 * BK, V)
             b_k = _tile(k + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
+            b_k *= e_k
             b_dv += _dot(b_k, b_dh2, INPUT_PRECISION)
         if NK > 3:
             _store_tile(p_dh + 3 * BK * V, b_dh3, rk, cv, V, K - 3 * BK, V)
             b_k = _tile(k + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
+            b_k *= e_k
             b_dv += _dot(b_k, b_dh3, INPUT_PRECISION)
         _store_tile(dvnew + off_v, b_dv, r, cv, H * V, nrows, V)
         if NK > 0:
             b_q = _tile(q + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
+            b_q *= e_q
+            b_dh0 *= tl.exp(g_last)
             b_dh0 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
             # V' = U - W h feeds back into h
             b_w = _tile(w + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
             b_dh0 -= _dot(tl.trans(b_w), b_dv, INPUT_PRECISION)
         if NK > 1:
             b_q = _tile(q + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
+            b_q *= e_q
+            b_dh1 *= tl.exp(g_last)
             b_dh1 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
             # V' = U - W h feeds back into h
             b_w = _tile(w + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
             b_dh1 -= _dot(tl.trans(b_w), b_dv, INPUT_PRECISION)
         if NK > 2:
             b_q = _tile(q + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
+            b_q *= e_q
+            b_dh2 *= tl.exp(g_last)
             b_dh2 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
             # V' = U - W h feeds back into h
             b_w = _tile(w + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
             b_dh2 -= _dot(tl.trans(b_w), b_dv, INPUT_PRECISION)
         if NK > 3:
             b_q = _tile(q + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
+            b_q *= e_q
+            b_dh3 *= tl.exp(g_last)
             b_dh3 += scale * _dot(tl.trans(b_q), b_do, INPUT_PRECISION)
             # V' = U - W h feeds back into h
             b_w = _tile(w + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
@@ -129,9 +145,12 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew
     ck = tl.arange(0, BK)
     cv = tl.arange(0, BV)
     valid = r < nrows
+    last = r == nrows - 1
     h_base = hs + i_t * H * K * V + i_h * K * V
     dh_base = dhs + i_t * H * K * V + i_h * K * V
-    gate = 0.
+    gate = tl.load(g_cum + t0 * H + i_h + r * H, mask=valid, other=0.)
+    g_last = tl.load(g_cum + (t0 + nrows - 1) * H + i_h)
+    dG = tl.zeros([BT], dtype=tl.float32)
     b_beta = tl.load(beta + t0 * H + i_h + r * H, mask=valid, other=0.).to(tl.float32)
 
     # Gamma (unscaled key gram) and T = (I + b Gamma)^{-1}, as the recomputed forward stored them
@@ -155,6 +174,7 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew
         for i_k in range(0, tl.cdiv(K, BK)):
             off_k = (t0 * H + i_h) * K + i_k * BK
             b_p = _tile(k + off_k, r, ck, H * K, nrows, K - i_k * BK) * b_beta[:, None]
+            b_p *= tl.exp(gate)[:, None]
             b_h = _tile(h_base + i_k * BK * V + i_v * BV, ck, cv, V, K - i_k * BK, nv)
             b_res -= _dot(b_p, b_h, INPUT_PRECISION)
         dT += _dot(b_dvn, tl.trans(b_res), INPUT_PRECISION)
@@ -177,9 +197,12 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew
         b_q = _tile(q + off_k, r, ck, H * K, nrows, nk)
         b_k = _tile(k + off_k, r, ck, H * K, nrows, nk)
         g_ptr = g_cum
+        e_g = tl.exp(gate)[:, None]
+        e_last = tl.exp(tl.where(valid, g_last - gate, 0.))[:, None]
         dqh = tl.zeros([BT, BK], dtype=tl.float32)
         dkh = tl.zeros([BT, BK], dtype=tl.float32)
         dwh = tl.zeros([BT, BK], dtype=tl.float32)
+        dgl = tl.zeros([BK], dtype=tl.float32)
         for i_v in range(0, tl.cdiv(V, BV)):
             off_v = (t0 * H + i_h) * V + i_v * BV
             nv = V - i_v * BV
@@ -191,17 +214,18 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew
             dwh += _dot(b_dvn, tl.trans(b_h), INPUT_PRECISION)
             dqh += _dot(b_do, tl.trans(b_h), INPUT_PRECISION)
             dkh += _dot(b_vn, tl.trans(b_dh), INPUT_PRECISION)
+            dgl += tl.sum(b_h * b_dh, 1)
         # output: inter-chunk (through h) and intra-chunk (through M) parts
-        b_dq = scale * dqh
-        b_dks = dkh
+        b_dq = scale * dqh * e_g
+        b_dks = dkh * e_last
         b_dq += _row_apply(dM, m_ptr, H * BT, b_k, gate, k + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
         b_yq = _col_apply(dM, m_ptr, H * BT, b_q, gate, q + off_k, g_ptr, H * K, nrows, nk, BT, BC, BK, INPUT_PRECISION)
         b_dk = b_dks + b_yq
         b_dG = b_q * b_dq - b_k * (b_yq + b_dks)
         # W path: P = b K exp(G) enters V' = T (bV - P h)
-        b_ke = b_k
+        b_ke = b_k * e_g
         b_dp = -_dot(tl.trans(T), dwh, INPUT_PRECISION)
-        b_dk += b_dp * b_beta[:, None]
+        b_dk += b_dp * b_beta[:, None] * e_g
         db += tl.sum(b_dp * b_ke, 1)
         b_dG += b_dp * b_ke * b_beta[:, None]
         # A path: Gamma_ij = <k_i, k_j exp(G_i - G_j)>, i > j
@@ -211,6 +235,9 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew
         b_dG += b_k * (b_x - b_y)
         _store_tile(dq + off_k, b_dq, r, ck, H * K, nrows, nk)
         _store_tile(dk + off_k, b_dk, r, ck, H * K, nrows, nk)
+        dG += tl.sum(b_dG, 1) + tl.where(last, tl.sum(b_k * b_dks) + tl.exp(g_last) * tl.sum(dgl), 0.)
+    dG = tl.where(valid, dG, 0.)
+    tl.store(dg + t0 * H + i_h + r * H, tl.cumsum(dG, axis=0, reverse=True), mask=valid)
     tl.store(dbeta + t0 * H + i_h + r * H, db, mask=valid)
 
 
@@ -227,7 +254,9 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
         dht = dht.float().contiguous()
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T, BT, q.device)
     ip = dot_precision(q, k, v, do)
-    g_cum = None
+    g_cum = saved.get("g_cum") if saved else None
+    if g_cum is None:
+        g_cum = torch.zeros(B, T, H, dtype=torch.float32, device=q.device)
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
     # recompute the forward's intermediates
     w, u, Aqk, Tm, Gm = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
@@ -241,20 +270,20 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if initial_state is not None else None
     dvnew = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
     chunk_state_bwd_kernel[(triton.cdiv(V, cfg["BV"]), N * H)](
-        q, k, w, q, Aqk, do, dht, dhs, dh0, dvnew, cu, chunk_offsets, scale,
+        q, k, w, g_cum, Aqk, do, dht, dhs, dh0, dvnew, cu, chunk_offsets, scale,
         H=H, K=K, V=V, BT=BT, BK=BKS, NK=NKS, HAS_DHT=dht is not None, HAS_H0=dh0 is not None,
         INPUT_PRECISION=ip, **cfg)
 
     dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dk = torch.empty_like(dq)
     dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
-    dg = torch.empty(g.shape, dtype=torch.float32, device=q.device) if g is not None else None
+    dg = torch.empty(B, T, H, dtype=torch.float32, device=q.device)  # d/d(zero log-decays): dropped
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if beta is not None else None
     Cm = Tm  # T is read once at the kernel's start: its rows then hold dM
     chunk_grad_bwd_kernel[(NT, H)](
-        q, k, v, q, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
+        q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew, do, dq, dk, dv, dg, dbeta, cu, chunk_indices, scale,
         H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip,
         **launch_config("chunk_grad_bwd", q, K, V, Tn))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),
-            dg.to(g.dtype) if dg is not None else None,
+            None,
             dbeta.to(beta.dtype) if dbeta is not None else None, dh0)

@@ -22,6 +22,30 @@ from .common import (BC_DEFAULT, _chunk_bounds, _dot, _gram, _store_tile, _tile,
 
 
 @triton.jit
+def chunk_cumsum_kernel(g, g_cum, cu_seqlens, chunk_indices, H: tl.constexpr, D: tl.constexpr,
+                        BT: tl.constexpr, BD: tl.constexpr, REVERSE: tl.constexpr):
+    """In-chunk (reverse) cumulative sum of a [tokens, H, D] gate, in fp32."""
+    i_d, i_t, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    _, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
+    r = tl.arange(0, BT)
+    cd = tl.arange(0, BD)
+    ptr = (t0 * H + i_h) * D + i_d * BD
+    x = _tile(g + ptr, r, cd, H * D, nrows, D - i_d * BD)
+    _store_tile(g_cum + ptr, tl.cumsum(x, axis=0, reverse=REVERSE), r, cd, H * D, nrows, D - i_d * BD)
+
+
+def chunk_cumsum(g, cu, chunk_indices, NT, BT, reverse=False):
+    """g [B, T, H] or [B, T, H, K] -> fp32 in-chunk cumsum of the same shape."""
+    H = g.shape[2]
+    D = g.shape[3] if g.dim() == 4 else 1
+    BD = min(64, next_pow2(D)) if D > 1 else 16  # tl.cumsum wants a 2-D tile; pad a scalar gate
+    out = torch.empty(g.shape, dtype=torch.float32, device=g.device)
+    chunk_cumsum_kernel[(triton.cdiv(D, BD), NT, H)](g.contiguous(), out, cu, chunk_indices, H=H, D=D,
+                                                     BT=BT, BD=BD, REVERSE=reverse)
+    return out
+
+
+@triton.jit
 def chunk_intra_fwd_kernel(q, k, v, g_cum, beta, w, u, Aqk, Tm, Gm, cu_seqlens, chunk_indices,
                            H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                            BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -32,14 +56,14 @@ def chunk_intra_fwd_kernel(q, k, v, g_cum, beta, w, u, Aqk, Tm, Gm, cu_seqlens, 
     _, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
     r = tl.arange(0, BT)
     ck = tl.arange(0, BK)
-    gate = 0.
+    gate = tl.load(g_cum + t0 * H + i_h + r * H, mask=r < nrows, other=0.)
     M = tl.zeros([BT, BT], dtype=tl.float32)
     Gam = tl.zeros([BT, BT], dtype=tl.float32)
     for i_k in range(0, tl.cdiv(K, BK)):
         off_k = (t0 * H + i_h) * K + i_k * BK
         b_k = _tile(k + off_k, r, ck, H * K, nrows, K - i_k * BK)
         b_q = _tile(q + off_k, r, ck, H * K, nrows, K - i_k * BK)
-        g_ptr = g_cum  # unused by the none-decay helpers
+        g_ptr = g_cum  # unused by the scalar-decay helpers
         M += _gram(b_q, b_k, gate, k + off_k, g_ptr, H * K, nrows, K - i_k * BK, False,
                    BT, BC, BK, INPUT_PRECISION)
         Gam += _gram(b_k, b_k, gate, k + off_k, g_ptr, H * K, nrows, K - i_k * BK, True,
@@ -54,6 +78,7 @@ def chunk_intra_fwd_kernel(q, k, v, g_cum, beta, w, u, Aqk, Tm, Gm, cu_seqlens, 
     for i_k in range(0, tl.cdiv(K, BK)):
         off_k = (t0 * H + i_h) * K + i_k * BK
         b_k = _tile(k + off_k, r, ck, H * K, nrows, K - i_k * BK) * b_beta[:, None]
+        b_k *= tl.exp(gate)[:, None]
         _store_tile(w + off_k, _dot(T, b_k, INPUT_PRECISION), r, ck, H * K, nrows, K - i_k * BK)
     cv = tl.arange(0, BV)
     for i_v in range(0, tl.cdiv(V, BV)):
@@ -123,17 +148,29 @@ def chunk_state_fwd_kernel(k, v, w, u, g_cum, h0, hs, ht, vnew, cu_seqlens, chun
             b_w = _tile(w + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
             b_v -= _dot(b_w, b_h3, INPUT_PRECISION)
         _store_tile(vnew + off_v, b_v, r, cv, H * V, nrows, V)
+        b_g = tl.load(g_cum + t0 * H + i_h + r * H, mask=r < nrows, other=0.)
+        g_last = tl.load(g_cum + (t0 + nrows - 1) * H + i_h)
+        # decay each key to the chunk end: exponents G_last - G_t <= 0
+        e_k = tl.exp(tl.where(r < nrows, g_last - b_g, 0.))[:, None]
         if NK > 0:
             b_k = _tile(k + off_k + 0 * BK, r, rk, H * K, nrows, K - 0 * BK)
+            b_k *= e_k
+            b_h0 *= tl.exp(g_last)
             b_h0 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 1:
             b_k = _tile(k + off_k + 1 * BK, r, rk, H * K, nrows, K - 1 * BK)
+            b_k *= e_k
+            b_h1 *= tl.exp(g_last)
             b_h1 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 2:
             b_k = _tile(k + off_k + 2 * BK, r, rk, H * K, nrows, K - 2 * BK)
+            b_k *= e_k
+            b_h2 *= tl.exp(g_last)
             b_h2 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
         if NK > 3:
             b_k = _tile(k + off_k + 3 * BK, r, rk, H * K, nrows, K - 3 * BK)
+            b_k *= e_k
+            b_h3 *= tl.exp(g_last)
             b_h3 += _dot(tl.trans(b_k), b_v, INPUT_PRECISION)
     if STORE_FINAL:
         if NK > 0:
@@ -157,9 +194,11 @@ def chunk_output_fwd_kernel(q, v, g_cum, hs, Aqk, o, cu_seqlens, chunk_indices, 
     ck = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
     acc = tl.zeros([BT, BV], dtype=tl.float32)
+    b_g = tl.load(g_cum + t0 * H + i_h + r * H, mask=r < nrows, other=0.)
     for i_k in range(0, tl.cdiv(K, BK)):
         off_k = (t0 * H + i_h) * K + i_k * BK
         b_q = _tile(q + off_k, r, ck, H * K, nrows, K - i_k * BK)
+        b_q *= tl.exp(b_g)[:, None]
         b_h = _tile(hs + ((i_t * H + i_h) * K + i_k * BK) * V, ck, cv, V, K - i_k * BK, V)
         acc += _dot(b_q, b_h, INPUT_PRECISION)
     b_M = _tile(Aqk + (t0 * H + i_h) * BT, r, r, H * BT, nrows, BT)
@@ -180,7 +219,7 @@ def chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip, cfg):
     w = torch.empty(B, T, H, K, dtype=storage_dtype(k), device=k.device)
     u = torch.empty(B, T, H, V, dtype=storage_dtype(v), device=k.device)
     Tm, Gm = torch.empty_like(Aqk), torch.empty_like(Aqk)
-    chunk_intra_fwd_kernel[(NT, H)](q, k, v, k, beta, w, u, Aqk, Tm, Gm, cu, chunk_indices,
+    chunk_intra_fwd_kernel[(NT, H)](q, k, v, g_cum, beta, w, u, Aqk, Tm, Gm, cu, chunk_indices,
                                     H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip, **cfg)
     return w, u, Aqk, Tm, Gm
 
@@ -194,7 +233,7 @@ def chunk_state_fwd(k, v, w, u, g_cum, initial_state, output_final_state, cu, ch
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None
     vnew = torch.empty_like(u) if w is not None else None
     chunk_state_fwd_kernel[(triton.cdiv(V, cfg["BV"]), N * H)](
-        k, v, w, u, k, initial_state, hs, ht, vnew, cu, chunk_offsets,
+        k, v, w, u, g_cum, initial_state, hs, ht, vnew, cu, chunk_offsets,
         H=H, K=K, V=V, BT=BT, BK=BK, NK=NK, HAS_H0=initial_state is not None,
         STORE_FINAL=output_final_state, INPUT_PRECISION=ip, **cfg)
     return hs, vnew, ht
@@ -205,7 +244,7 @@ def chunk_output_fwd(q, v, g_cum, hs, Aqk, scale, cu, chunk_indices, NT, BT, ip,
     V = v.shape[-1]
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
     chunk_output_fwd_kernel[(triton.cdiv(V, cfg["BV"]), NT, H)](
-        q, v, q, hs, Aqk, o, cu, chunk_indices, scale,
+        q, v, g_cum, hs, Aqk, o, cu, chunk_indices, scale,
         H=H, K=K, V=V, BT=BT, INPUT_PRECISION=ip, **cfg)
     return o
 
@@ -222,7 +261,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
         initial_state = initial_state.float().contiguous()
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T, BT, q.device)
     ip = dot_precision(q, k, v)
-    g_cum = None
+    g_cum = torch.zeros(B, T, H, dtype=torch.float32, device=q.device)
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
     w, u, Aqk, _, _ = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
                                       launch_config("chunk_intra_fwd", q, K, V, Tn))

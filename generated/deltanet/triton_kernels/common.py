@@ -232,7 +232,7 @@ def _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT: tl.constexpr):
 
 
 # ---------------------------------------------------------------------------------------------
-# Decayed causal products for a transition without decay: the causal mask alone.
+# Decayed causal products for a scalar gate: exp(G_i - G_j) is one [BT, BT] matrix.
 # (Same signatures as the per-channel versions; the pointer arguments are unused.)
 # ---------------------------------------------------------------------------------------------
 @triton.jit
@@ -242,7 +242,8 @@ def _decay_matrix(g, nrows, STRICT: tl.constexpr, BT: tl.constexpr):
         m = (r[:, None] > r[None, :]) & (r[:, None] < nrows)
     else:
         m = (r[:, None] >= r[None, :]) & (r[:, None] < nrows)
-    return tl.where(m, 1., 0.)
+    # masked before exp: the upper triangle would be exp(+large)
+    return tl.where(m, tl.exp(tl.where(m, g[:, None] - g[None, :], 0.)), 0.)
 
 
 @triton.jit

@@ -278,7 +278,7 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dk = torch.empty_like(dq)
     dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
-    dg = torch.empty(g.shape, dtype=torch.float32, device=q.device) if g is not None else None
+    dg = torch.empty(g.shape, dtype=torch.float32, device=q.device)
     dbeta = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if beta is not None else None
     Cm = Tm  # T is read once at the kernel's start: its rows then hold dM
     chunk_grad_bwd_kernel[(NT, H)](
@@ -286,5 +286,5 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
         H=H, K=K, V=V, BT=BT, BC=min(BC_DEFAULT, BT), INPUT_PRECISION=ip,
         **launch_config("chunk_grad_bwd", q, K, V, Tn))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),
-            dg.to(g.dtype) if dg is not None else None,
+            dg.to(g.dtype),
             dbeta.to(beta.dtype) if dbeta is not None else None, dh0)
