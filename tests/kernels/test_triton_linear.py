@@ -284,6 +284,25 @@ def test_16bit_backward(name, dtype, pkg_root):
     assert max(errs.values()) < 2e-2, errs
 
 
+def _jit_functions(path):
+    """{name: source} of the @triton.jit functions of a generated module."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    return {f.name: ast.unparse(f) for f in tree.body if isinstance(f, ast.FunctionDef)
+            and any(ast.unparse(d) == "triton.jit" for d in f.decorator_list)}
+
+
+@pytest.mark.parametrize("module", ["common.py", "chunk_fwd.py", "chunk_bwd.py"])
+def test_gate_free_runs_the_scalar_decay_kernels(module):
+    """deltanet's chunk kernels are gated_deltanet's, run on zero log-decays: the gate-free
+    specialization of the same source miscompiled on sm_90 (bench/results/sm90_gate_free_miscompile.md),
+    so a template change that brings it back must fail here before it reaches a GPU."""
+    ours = _jit_functions(ROOT / "generated" / "deltanet" / "triton_kernels" / module)
+    gated = _jit_functions(ROOT / "generated" / "gated_deltanet" / "triton_kernels" / module)
+    assert ours and ours == gated
+
+
 # ------------------------------------------------------------------------------------------------
 # GPU smoke run (not collected by pytest):
 #   TRITON_INTERPRET=0 python tests/kernels/test_triton_linear.py [combo names] [--bench]

@@ -4,6 +4,15 @@
 # Shared pieces of the deltanet kernels: tile loads, the decayed causal "gram" products of
 # the WY/UT chunk form, the unit-lower-triangular solve, and host-side chunk bookkeeping.
 # decay = none, delta rule = True.
+#
+# No decay, yet the chunk kernels are the scalar-decay ones, run on zero log-decays (g_cum = 0):
+# the gate-free specialization of the same source compiles wrong for sm_90 with the ptxas Triton
+# 3.6 bundles (12.8). There chunk_state_bwd read shared memory out of bounds (compute-sanitizer;
+# relative dh0 errors ~10 at K = 128 when BV <= 32 with one pipeline stage), and at K = 256 every
+# launch config tried faulted. The source with exp(G) factors, which gated_deltanet runs, passes
+# every config tried at K = 64, 128 and 256 (bench/results/sm90_gate_free_miscompile.md). The same
+# class of ptxas bug: fla PR #1262, triton #11366 (fixed from ptxas 13.1). Cost: one [B, T, H]
+# fp32 zeros tensor and a few exp() per chunk; the backward's dg is computed and dropped.
 import os
 
 import torch
