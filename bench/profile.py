@@ -140,8 +140,8 @@ def main(argv=None) -> int:
     if not fla and not a.no_fla:
         notes.append("fla is not importable: no fla rows")
     if fla and "gka" in a.ops and "mesanet" not in a.ops:  # GKA's peer (the target)
-        plan.append(build_plan(ops=["mesanet"], backends={}, Ts=[a.T], Ks=[a.K], H=a.H, tokens=a.B * a.T,
-                               fla=True, device="cuda")[0])
+        plan += build_plan(ops=["mesanet"], backends={}, Ts=[a.T], Ks=[a.K], H=a.H, tokens=a.B * a.T,
+                           fla=True, device="cuda")
     meta = {"gpu": torch.cuda.get_device_name(), "date": dt.date.today().isoformat(), "torch": torch.__version__,
             "triton": _version("triton"), "tilelang": _version("tilelang"), "fla": _version("fla"),
             "python": platform.python_version(), "steps": a.steps, "ridge_iters": a.ridge_iters, "notes": notes,

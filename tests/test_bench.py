@@ -71,13 +71,14 @@ def test_full_plan_rows():
     backends = {s: ["triton"] for s in OURS}
     plan = build_plan(ops=[*OURS, "sdpa"], backends=backends, Ts=[2048, 4096, 8192, 16384], Ks=[128, 64], H=16,
                       tokens=16384, fla=True, device="cuda")
-    assert len(plan) == 2 * 4 * (6 + 5 + 1)
+    assert len(plan) == 2 * 4 * (6 + 2 * 5 + 1)  # ours, fla's two backends per fla op, sdpa
     assert {c.B * c.T for c in plan} == {16384}
     assert [c.B for c in plan if c.name == "gka" and c.K == 128] == [8, 4, 2, 1]
     assert plan[0].K == 128 and plan[-1].K == 64
     assert {c.name for c in plan if c.impl == "fla"} == {f"fla.{op}" for op in FLA_OP.values()}
     # fla runs on the inputs drawn for the spec it matches; GKA is compared with fla's MesaNet.
     assert {(c.spec, c.name) for c in plan if c.impl == "fla"} == {(s, f"fla.{op}") for s, op in FLA_OP.items()}
+    assert {c.backend for c in plan if c.impl == "fla"} == {"triton", "tilelang"}
     assert MATCH["gka"] == "chunk_mesa_net" and set(MATCH) == set(OURS)
     assert {c.backend for c in plan if c.name == "sdpa"} == {"flash"}
     assert all((c.H, c.V) == (16, c.K) for c in plan)
@@ -136,11 +137,15 @@ def _row(name, impl, spec, T, fwd, fwdbwd, K=128, backend="triton"):
 def _fake_rows():
     return [
         _row("gated_deltanet", "ours", "gated_deltanet", 2048, 1.0, 3.0),
-        _row("fla.chunk_gated_delta_rule", "fla", "gated_deltanet", 2048, 2.0, 4.0, backend="auto"),
+        _row("fla.chunk_gated_delta_rule", "fla", "gated_deltanet", 2048, 2.0, 4.0, backend="tilelang"),
+        # fla's two backends: each ratio takes the faster (here the fwd of one, the fwd+bwd of the other)
+        _row("fla.chunk_gated_delta_rule", "fla", "gated_deltanet", 2048, 2.5, 8.0, backend="triton"),
         _row("gated_deltanet", "ours", "gated_deltanet", 8192, 1.0, 3.3),
-        _row("fla.chunk_gated_delta_rule", "fla", "gated_deltanet", 8192, 2.0, 3.0, backend="auto"),
+        _row("fla.chunk_gated_delta_rule", "fla", "gated_deltanet", 8192, 2.0, 3.0, backend="tilelang"),
+        _row("fla.chunk_gated_delta_rule", "fla", "gated_deltanet", 8192, 1.0, 6.0, backend="triton"),
         _row("gka", "ours", "gka", 2048, 2.0, 5.0),
-        _row("fla.chunk_mesa_net", "fla", "mesanet", 2048, 8.0, 20.0, backend="auto"),
+        _row("fla.chunk_mesa_net", "fla", "mesanet", 2048, 8.0, 20.0, backend="tilelang"),
+        {**Case("fla.chunk_mesa_net", "fla", "triton", "mesanet", 8, 2048, 16, 128, 128).key(), "error": "RuntimeError"},
         {**Case("kda", "ours", "triton", "kda", 8, 2048, 16, 128, 128).key(), "error": "OutOfResources: shared | memory"},
     ]
 
@@ -149,9 +154,11 @@ def test_ratios_and_targets_from_fake_rows():
     rows = _fake_rows()
     report.add_ratios(rows)
     assert rows[0]["ratio_fla_fwd"] == 0.5 and rows[0]["ratio_fla_fwdbwd"] == 0.75
-    assert rows[2]["ratio_fla_fwdbwd"] == pytest.approx(1.1)
-    assert rows[4]["ratio_fla_fwdbwd"] == 0.25  # GKA against fla's MesaNet at the same shape
-    assert rows[4]["ratio_gated_deltanet_fwdbwd"] == pytest.approx(5.0 / 3.0)
+    assert (rows[0]["ratio_fla_fwd_against"], rows[0]["ratio_fla_fwdbwd_against"]) == ("tilelang", "tilelang")
+    assert rows[3]["ratio_fla_fwd"] == 1.0 and rows[3]["ratio_fla_fwdbwd"] == pytest.approx(1.1)
+    assert (rows[3]["ratio_fla_fwd_against"], rows[3]["ratio_fla_fwdbwd_against"]) == ("triton", "tilelang")
+    assert rows[6]["ratio_fla_fwdbwd"] == 0.25  # GKA against fla's MesaNet at the same shape (its error row skipped)
+    assert rows[6]["ratio_gated_deltanet_fwdbwd"] == pytest.approx(5.0 / 3.0)
     got = {(t["op"], t["target"].split(",")[0]): t for t in report.targets(rows)}
     fla = got[("gated_deltanet", "fwd+bwd time / fla")]
     assert (fla["worst"], fla["at_T"], fla["met"]) == (pytest.approx(1.1), 8192, False)
@@ -174,14 +181,14 @@ def test_writers_produce_json_markdown_png(tmp_path):
             "peaks_measured": {"tflops": 800.0, "gbs": 4000.0}, "notes": ["kda: no tilelang kernels"]}
     paths = report.write_all(tmp_path, "speed_test", meta, _fake_rows())
     data = json.loads(paths["json"].read_text())
-    assert data["meta"]["gpu"] == "NVIDIA H200" and len(data["rows"]) == 7 and data["targets"]
+    assert data["meta"]["gpu"] == "NVIDIA H200" and len(data["rows"]) == len(_fake_rows()) and data["targets"]
     md = paths["md"].read_text()
     assert "| gated_deltanet | triton | 2048 | 8 | 1.000 | 3.000 | 0.50 | 0.75 | 100.0 (10%) | 1000 (21%) |" in md
     assert "error: OutOfResources: shared / memory" in md  # a '|' in the message must not split the cell
     assert "- kda: no tilelang kernels" in md and "| fwd+bwd time / fla | gated_deltanet | triton | 128 | 1.10 | 8192" in md
     # Every table line has the header's number of cells, error rows included.
     table = [ln for ln in md.split("## K = V = 128")[1].splitlines() if ln.startswith("|")]
-    assert len(table) == 2 + 7 and {ln.count("|") for ln in table} == {13}
+    assert len(table) == 2 + len(_fake_rows()) and {ln.count("|") for ln in table} == {13}
     png = paths["png"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
@@ -254,7 +261,7 @@ def test_profile_table_groups_kernels_per_step_and_reports_errors():
             "command": "c", "shape": "B=1", "steps": 2}
     rows = [{"name": "deltanet", "backend": "triton", "step_ms": 0.4, "kernel_ms": 0.35, "launches": 1.5,
              "kernels": table},
-            {"name": "fla.chunk_kda", "backend": "auto", "error": "RuntimeError: boom"}]
+            {"name": "fla.chunk_kda", "backend": "tilelang", "error": "RuntimeError: boom"}]
     md = profile.markdown(meta, rows)
     assert "| deltanet | triton | 0.400 | 0.350 | 2 |" in md and "error: RuntimeError: boom" in md
     assert "| `a_kernel` | 0.300 | 86% | 1 |" in md and "| `b_kernel` | 0.050 | 14% | 0 |" in md

@@ -5,15 +5,17 @@ fla gets the very tensors ours gets, with arguments that mean the same: layout [
 q/k already l2-normalised where the spec says so (so use_qk_l2norm_in_kernel stays False),
 log-space decays (fla's `g` without use_gate_in_kernel), betas after the sigmoid (without
 use_beta_sigmoid_in_kernel), the same scale K^-0.5, no initial state, no final state.
-fla picks its own kernels: Triton, and TileLang for some where it is importable. Its Gated
-DeltaNet backward refuses Triton 3.4-3.7.0 on Hopper unless TileLang is there (fla #640),
-so the GPU machine needs tilelang on PYTHONPATH for that row (../shared/device/pack.sh).
+fla runs either its Triton kernels alone (backend "triton": FLA_TILELANG=0) or its default
+dispatch, which sends some kernels to TileLang where it is importable (backend "tilelang"). Its
+Gated DeltaNet backward refuses Triton 3.4-3.7.0 on Hopper (fla #640), so that op needs
+tilelang on PYTHONPATH on the GPU machine (../shared/device/pack.sh).
 """
 from __future__ import annotations
 
 import functools
 import importlib
 import inspect
+import os
 from pathlib import Path
 
 import torch
@@ -69,11 +71,12 @@ def forward_callable(case: Case, args: dict, *, num_iter: int):
             extra["num_iter"] = num_iter
         return lambda: fn(**args, **extra, backend=case.backend)[0]
     if case.impl == "fla":
-        return _fla_callable(case.name.removeprefix("fla."), args, scale=scale, num_iter=num_iter)
+        return _fla_callable(case.name.removeprefix("fla."), args, scale=scale, num_iter=num_iter,
+                             tilelang=case.backend == "tilelang")
     return _sdpa_callable(args)
 
 
-def _fla_callable(op: str, a: dict, *, scale: float, num_iter: int):
+def _fla_callable(op: str, a: dict, *, scale: float, num_iter: int, tilelang: bool):
     fla_ops = importlib.import_module("fla.ops")  # here, not at the top: fla is a benchmark-only dependency
     q, k, v = a["q"], a["k"], a["v"]
     calls = {
@@ -86,7 +89,13 @@ def _fla_callable(op: str, a: dict, *, scale: float, num_iter: int):
                                                          max_CG_iteration=num_iter),
     }
     call = calls[op]
-    return lambda: call()[0]
+
+    def run():
+        # fla reads FLA_TILELANG at every dispatch, the backward's included (which autograd runs
+        # after this returns): so set, not restored. Rows run one after the other.
+        os.environ["FLA_TILELANG"] = "1" if tilelang else "0"
+        return call()[0]
+    return run
 
 
 def _sdpa_callable(a: dict):

@@ -23,6 +23,13 @@ FLA_OP = {
 # compares it with fla's MesaNet (CG) at the same iteration count.
 MATCH = {**{s: FLA_OP[s] for s in FLA_OP}, "gka": "chunk_mesa_net"}
 
+# fla 0.6.0 sends some kernels (the delta rules' dq/dk/dw/dg backward, several of KDA's) to TileLang
+# when it is importable, and TileLang is not always its faster path (chunk_delta_rule's fwd+bwd went
+# from 1.91 to 2.69 ms on the H200). So each fla op gets two rows: "triton" (FLA_TILELANG=0: its
+# Triton kernels only) and "tilelang" (its default dispatch), and ratios take the faster one. The
+# Gated DeltaNet "triton" row is an error on Hopper with Triton 3.4-3.7.0 (fla #640).
+FLA_BACKENDS = ("triton", "tilelang")
+
 TOKENS = 16384
 T_FULL = (2048, 4096, 8192, 16384)
 K_FULL = (128, 64)
@@ -34,7 +41,7 @@ class Case:
 
     name: str  # our spec name, "fla.<op>" or "sdpa"
     impl: str  # "ours" | "fla" | "torch"
-    backend: str  # ours: triton | tilelang | reference; fla: auto (its own pick); sdpa: flash (CUDA) or math (CPU)
+    backend: str  # ours: triton | tilelang | reference; fla: one of FLA_BACKENDS; sdpa: flash (CUDA) or math (CPU)
     spec: str  # whose inputs (and FLOP/byte model): a spec name, or "sdpa"
     B: int
     T: int
@@ -49,8 +56,8 @@ class Case:
 def build_plan(*, ops, backends, Ts, Ks, H, tokens, fla: bool, device: str) -> list[Case]:
     """Rows in run order: K (the main target, 128, first), then T, then op.
 
-    `ops` are our spec names and "sdpa"; each spec in FLA_OP also brings its fla row when
-    `fla` is set. Our rows come once per backend in `backends` that the caller found usable.
+    `ops` are our spec names and "sdpa"; each spec in FLA_OP also brings its fla rows (one per
+    FLA_BACKENDS) when `fla` is set. Our rows come once per backend in `backends` that the caller found usable.
     """
     plan = []
     for K in Ks:
@@ -64,5 +71,5 @@ def build_plan(*, ops, backends, Ts, Ks, H, tokens, fla: bool, device: str) -> l
                     continue
                 plan += [Case(op, "ours", b, op, **shape) for b in backends.get(op, ())]
                 if fla and op in FLA_OP:
-                    plan.append(Case(f"fla.{FLA_OP[op]}", "fla", "auto", op, **shape))
+                    plan += [Case(f"fla.{FLA_OP[op]}", "fla", b, op, **shape) for b in FLA_BACKENDS]
     return plan

@@ -29,14 +29,23 @@ def _find(rows: list[dict], like: dict, **want) -> dict | None:
     return None
 
 
+def _fastest_fla(rows: list[dict], like: dict, mode: str) -> dict | None:
+    """The matching fla op's row at like's shape that took least time in `mode`, over its backends."""
+    name = f"fla.{MATCH[like['spec']]}" if like["spec"] in MATCH else None
+    found = [r for r in rows if _ok(r) and r["name"] == name and _same_shape(r, like)]
+    return min(found, key=lambda r: r[f"{mode}_ms"], default=None)
+
+
 def add_ratios(rows: list[dict]) -> None:
-    """Our rows get time / (the matching fla op's time), fwd and fwd+bwd; GKA also / our Gated DeltaNet."""
+    """Our rows get time / (the matching fla op's time, its fastest backend), fwd and fwd+bwd; GKA
+    also / our Gated DeltaNet."""
     for r in rows:
         if r["impl"] != "ours" or not _ok(r):
             continue
-        fla = _find(rows, r, name=f"fla.{MATCH[r['spec']]}") if r["spec"] in MATCH else None
         for mode in ("fwd", "fwdbwd"):
+            fla = _fastest_fla(rows, r, mode)
             r[f"ratio_fla_{mode}"] = r[f"{mode}_ms"] / fla[f"{mode}_ms"] if fla else None
+            r[f"ratio_fla_{mode}_against"] = fla["backend"] if fla else None
         if r["spec"] == "gka":
             gdn = _find(rows, r, name="gated_deltanet", impl="ours", backend=r["backend"])
             r["ratio_gated_deltanet_fwdbwd"] = r["fwdbwd_ms"] / gdn["fwdbwd_ms"] if gdn else None
@@ -105,6 +114,8 @@ def markdown(meta: dict, rows: list[dict], tg: list[dict]) -> str:
              f"Command: `{meta['command']}`", "",
              f"Shapes: {meta['shapes']}. dtype {meta['dtype']}; ridge solvers {meta['ridge_iters']} iterations "
              "(GKA Chebyshev, MesaNet and fla chunk_mesa_net CG).", "",
+             "fla rows: `triton` ran fla's Triton kernels only (FLA_TILELANG=0), `tilelang` its default dispatch "
+             "(TileLang for the kernels fla has in it). Each /fla ratio is against the faster of the two.", "",
              f"Peaks: datasheet {meta.get('peaks_datasheet')}, measured {meta.get('peaks_measured')}; "
              f"percentages of the {which} peak. FLOP and byte models: bench/speed/flops.py. "
              f"Timer: {meta['timer']}.", ""]
