@@ -162,7 +162,8 @@ def autotune(
                                               "backend='auto' picks by) | all: both")] = "triton",
     shapes: Annotated[str, typer.Option(help="shape grid(s): 'K=64,128 T=2048,4096 tokens=16384 H=16 dtype=bf16' "
                                              "(V defaults to K, B to tokens/T; ';' separates grids)")] = "",
-    budget_min: Annotated[Optional[float], typer.Option(help="stop after this many minutes (resumable)")] = None,
+    budget_min: Annotated[Optional[float], typer.Option(help="stop after this many minutes of search and race, "
+                                                            "counted after --warm-workers (resumable)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="folder of the tuned files (default: autotune/)")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="parallel ahead-of-time compiles (default: all cores)")] = None,
     warm_workers: Annotated[int, typer.Option(help="compile the race's kernels in this many processes first "

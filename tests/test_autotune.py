@@ -596,6 +596,14 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     calls.clear()
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--shapes", "K=128"])
     assert r.exit_code == 2 and calls == []
+    # The --warm-workers pre-compile runs before the budget starts: a warm-up longer than the
+    # budget (here "longer": the clock jumps 10 min) still leaves the search all of it.
+    clock = [time.monotonic()]
+    monkeypatch.setattr(tune.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(tune, "warm_caches", lambda *a: clock.__setitem__(0, clock[0] + 600))
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--budget-min", "2", "--warm-workers", "2"])
+    assert r.exit_code == 0 and calls[0][2] == clock[0] + 120
+    calls.clear()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml"])
     assert r.exit_code == 2 and "needs a CUDA GPU" in r.output and calls == []

@@ -16,8 +16,10 @@ Per spec and shape:
 4. the race (race_shape): each backend's whole calls, timed with its best configs, one backend
    after the other; TileLang's outputs must match Triton's to be timed. `backend="auto"` reads it.
 
-The budget (minutes) covers everything, compiles included; past it the search stops after the
-current candidate, keeps the best verified so far, and marks the kernel not done.
+The budget (minutes) covers the search and the race, their compiles included (not the
+--warm-workers pre-compile, which runs first: a budget shorter than it would otherwise end the run
+before its first candidate); past it the search stops after the current candidate, keeps the best
+verified so far, and marks the kernel not done.
 """
 from __future__ import annotations
 
@@ -548,9 +550,9 @@ def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None
 
     if not torch.cuda.is_available():
         raise TuneError("gka-gen autotune needs a CUDA GPU (torch.cuda.is_available() is False)")
-    deadline = time.monotonic() + (budget_min * 60 if budget_min else math.inf)
     if warm_workers > 0:
         warm_caches(spec_paths, shapes, warm_workers, echo)
+    deadline = time.monotonic() + (budget_min * 60 if budget_min else math.inf)
     for p in spec_paths:
         spec = load_spec(Path(p))
         package = import_generated(spec, p).__name__
