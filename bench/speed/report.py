@@ -22,18 +22,20 @@ def _same_shape(a: dict, b: dict) -> bool:
     return all(a[d] == b[d] for d in ("B", "T", "H", "K", "V"))
 
 
+def _matching(rows: list[dict], like: dict, **want) -> list[dict]:
+    """The measured rows at like's shape whose fields equal ``want``."""
+    return [r for r in rows if _ok(r) and _same_shape(r, like) and all(r[k] == v for k, v in want.items())]
+
+
 def _find(rows: list[dict], like: dict, **want) -> dict | None:
-    for r in rows:
-        if _ok(r) and _same_shape(r, like) and all(r[k] == v for k, v in want.items()):
-            return r
-    return None
+    return next(iter(_matching(rows, like, **want)), None)
 
 
 def _fastest_fla(rows: list[dict], like: dict, mode: str) -> dict | None:
     """The matching fla op's row at like's shape that took least time in `mode`, over its backends."""
-    name = f"fla.{MATCH[like['spec']]}" if like["spec"] in MATCH else None
-    found = [r for r in rows if _ok(r) and r["name"] == name and _same_shape(r, like)]
-    return min(found, key=lambda r: r[f"{mode}_ms"], default=None)
+    if like["spec"] not in MATCH:
+        return None
+    return min(_matching(rows, like, name=f"fla.{MATCH[like['spec']]}"), key=lambda r: r[f"{mode}_ms"], default=None)
 
 
 def add_ratios(rows: list[dict]) -> None:
