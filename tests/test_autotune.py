@@ -483,6 +483,79 @@ def test_search_resumes_and_stops_at_the_budget():
     assert ran == [1, 3] and [t["config"] for t in trials] == [{"c": 1}, {"c": 3}]
 
 
+def test_a_gpu_fault_stays_on_record_and_stops_the_process():
+    """A config that faults on the GPU kills the CUDA context: it is on record as 'crash' before it
+    runs (so a resumed search skips it) and the search stops with ContextLost; out of memory and
+    compile errors are ordinary 'error' trials."""
+    class AcceleratorError(RuntimeError):  # torch's sticky CUDA fault, by name
+        pass
+
+    def run(cfg):
+        if cfg["c"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if cfg["c"] == 2:
+            raise AcceleratorError("CUDA error: an illegal memory access was encountered")
+        return _ref()
+
+    record = []
+
+    def on_start(t):
+        record.append(t)
+
+    def on_trial(t):
+        assert record[-1]["config"] == t["config"] and record[-1]["status"] == "crash"
+        record[-1] = t
+
+    cands = [{"c": i} for i in range(4)]
+    with pytest.raises(tune.ContextLost, match="illegal memory access"):
+        tune.search(cands, run, lambda cfg: 1.0, _ref(), 1e-3, math.inf, on_trial=on_trial, on_start=on_start)
+    assert [t["status"] for t in record] == ["ok", "error", "crash"]
+    assert not tune.context_lost(RuntimeError("CUDA out of memory")) and tune.context_lost(RuntimeError(
+        "CUDA error: unspecified launch failure"))
+    # resumed: the crashed config counts as tried
+    trials = tune.search(cands, run, lambda cfg: 1.0, _ref(), 1e-3, math.inf, tried=[t["config"] for t in record])
+    assert [t["config"] for t in trials] == [{"c": 3}]
+
+
+def test_command_goes_on_in_a_new_process_after_a_gpu_fault(monkeypatch):
+    """After a fault the command hands the specs left to a fresh process (fresh CUDA context) with
+    the budget left, and gives up after MAX_RESTARTS faults in a row."""
+    import subprocess
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    tuned = []
+
+    def fake_tune(package, shapes, **kw):
+        tuned.append(package)
+        if package == "generated.kda":
+            raise tune.ContextLost("config {'BK': 16}: CUDA error: an illegal memory access was encountered")
+        return Path("x.json")
+
+    calls = []
+
+    def fake_call(cmd, env):
+        calls.append((cmd, env["GKA_GEN_AUTOTUNE_RESTARTS"]))
+        return 3
+
+    monkeypatch.setattr(tune, "tune_package", fake_tune)
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    monkeypatch.delenv("GKA_GEN_AUTOTUNE_RESTARTS", raising=False)
+    shapes = tune.parse_shapes("K=128 T=2048,8192 tokens=16384 H=16 dtype=bf16")
+    lines = []
+    assert tune.run(["specs/deltanet.yaml", "specs/kda.yaml", "specs/gla.yaml"], shapes, budget_min=5,
+                    out=Path("o"), echo=lines.append) is False  # the new process ran out of budget (exit 3)
+    assert tuned == ["generated.deltanet", "generated.kda"]
+    (cmd, restarts), = calls
+    assert cmd[1:6] == ["-m", "gka_gen.cli", "autotune", "specs/kda.yaml", "specs/gla.yaml"] and restarts == "1"
+    assert tune.parse_shapes(cmd[cmd.index("--shapes") + 1]) == shapes
+    assert cmd[cmd.index("--out") + 1] == "o" and 4.9 < float(cmd[cmd.index("--budget-min") + 1]) <= 5
+    assert any("going on in a new process" in line for line in lines)
+    monkeypatch.setenv("GKA_GEN_AUTOTUNE_RESTARTS", str(tune.MAX_RESTARTS))
+    with pytest.raises(tune.TuneError, match="faulted"):
+        tune.run(["specs/kda.yaml"], shapes, echo=lines.append)
+
+
 def test_max_rel_diff():
     a = (torch.tensor([1., 2.]), None, (torch.tensor([4.]),))
     assert tune.max_rel_diff(a, a) == 0

@@ -121,12 +121,18 @@ def faster_backend(spec: str, spec_hash: str, package: str, *, x, K: int, V: int
         both = [key for key in times["tilelang"]
                 if all(p in times["tilelang"][key] and p in times["triton"].get(key, {}) for p in phases)]
         near = cache.nearest_bucket(both, dtype, K, V, T)
-        winner = None
-        if near is not None:
-            total = {b: sum(times[b][near][p] for p in phases) for b in times}
-            winner = "tilelang" if total["tilelang"] < total["triton"] else "triton"
+        winner = None if near is None else race_winner({b: times[b][near] for b in times}, phases)
         _RESOLVED[memo] = {"backend": winner}
     return _RESOLVED[memo]["backend"]
+
+
+def race_winner(times: dict, phases) -> str | None:
+    """The backend whose ``phases`` took less time in total, from one bucket's race ({backend:
+    {phase: ms}}): "tilelang" or "triton"; None when either backend lacks one of the phases."""
+    if not all(p in times.get(b, {}) for b in ("triton", "tilelang") for p in phases):
+        return None
+    total = {b: sum(times[b][p] for p in phases) for b in ("triton", "tilelang")}
+    return "tilelang" if total["tilelang"] < total["triton"] else "triton"
 
 
 def invalidate() -> None:

@@ -9,7 +9,8 @@ Per spec and shape:
    parallel; over shared memory or spilling: dropped, never timed). Each survivor runs the call
    the kernel belongs to with that config (every other kernel at its best so far); a config whose
    outputs differ from the reference beyond rounding is a bug and is skipped ('mismatch'), one that
-   fails to compile or launch is skipped ('error'); the rest are timed (triton.testing.do_bench,
+   fails to compile or launch is skipped ('error'), one that faults on the GPU ('crash': the
+   process goes on in a new one, past it) too; the rest are timed (triton.testing.do_bench,
    median ms of the whole call);
 3. the fastest is kept. The file is rewritten after every kernel, with every trial, so a search cut
    short (budget, Ctrl-C) resumes where it stopped and never re-times a candidate;
@@ -157,12 +158,17 @@ def bench(fn, device) -> float:
     return sorted([first] + _timed_runs(fn, 2, device))[1]
 
 
-def search(cands, run, time_it, reference, tol: float, deadline: float, tried=(), verdicts=None, on_trial=None):
+def search(cands, run, time_it, reference, tol: float, deadline: float, tried=(), verdicts=None, on_trial=None,
+           on_start=None):
     """Try each candidate config (skipping those in ``tried``): dropped by its resource verdict,
-    'error' when run(cfg) raises, 'mismatch' when its outputs differ from ``reference`` by more
-    than ``tol``, else 'ok' with time_it(cfg) ms. Returns the new trials. The first candidate (the
+    'error' when it raises, 'mismatch' when its outputs differ from ``reference`` by more than
+    ``tol``, else 'ok' with time_it(cfg) ms. Returns the new trials. The first candidate (the
     default) is always run: it is the baseline the others must beat. BudgetExceeded past
-    ``deadline`` (time.monotonic()), after on_trial has seen every finished trial."""
+    ``deadline`` (time.monotonic()), after on_trial has seen every finished trial.
+
+    Before a candidate runs, on_start sees it as a 'crash' trial, which on_trial's result replaces:
+    a config that kills the process (a hardware fault takes the CUDA context with it) stays on
+    record as the one that did, so the resumed search skips it. Such a fault raises ContextLost."""
     trials = []
     for i, cfg in enumerate(cands):
         if cfg in tried:
@@ -176,22 +182,42 @@ def search(cands, run, time_it, reference, tol: float, deadline: float, tried=()
         if v is not None and not v.fits and i > 0:
             trial.update(status="resources", detail=v.why)
         else:
-            t0 = time.monotonic()
+            if on_start:
+                on_start({**trial, "status": "crash", "detail": "the process died running it"})
             try:
-                outs = run(cfg)
+                trial.update(_try(cfg, run, time_it, reference, tol))
             except Exception as e:  # noqa: BLE001 - OutOfResources, compile errors: skip the config
+                if context_lost(e):
+                    raise ContextLost(f"config {cfg}: {str(e).strip().splitlines()[0][:200]}") from e
                 trial.update(status="error", detail=f"{type(e).__name__}: {str(e).strip()[:300]}")
-            else:
-                trial["first_call_s"] = round(time.monotonic() - t0, 3)  # its JIT compile or cache load
-                err = max_rel_diff(outs, reference)
-                if err > tol:
-                    trial.update(status="mismatch", detail=f"max rel diff {err:.3g} > {tol:g}")
-                else:
-                    trial.update(ms=time_it(cfg), rel_diff=err)
         trials.append(trial)
         if on_trial:
             on_trial(trial)
     return trials
+
+
+def _try(cfg, run, time_it, reference, tol: float) -> dict:
+    t0 = time.monotonic()
+    outs = run(cfg)
+    err = max_rel_diff(outs, reference)  # waits for the GPU: a fault surfaces here, not in a later call
+    first = round(time.monotonic() - t0, 3)  # its JIT compile or cache load
+    if err > tol:
+        return {"status": "mismatch", "first_call_s": first, "detail": f"max rel diff {err:.3g} > {tol:g}"}
+    return {"first_call_s": first, "ms": time_it(cfg), "rel_diff": err}
+
+
+class ContextLost(Exception):
+    """A candidate faulted on the GPU (illegal address, launch failure): the CUDA context is unusable,
+    every later call in this process would fail too."""
+
+
+def context_lost(e: BaseException) -> bool:
+    """Whether ``e`` is a sticky CUDA fault (torch.AcceleratorError, or 'CUDA error' in older torch),
+    not a recoverable one (out of memory, a compile error, out of resources)."""
+    text = str(e)
+    if "out of memory" in text:
+        return False
+    return type(e).__name__ == "AcceleratorError" or "CUDA error" in text
 
 
 def best_of(trials):
@@ -377,6 +403,8 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
         with lookup.overrides(name, defaults, backend):
             refs = {p: calls.phase(p)() for p in sorted({configs.phase(family, k, backend) for k in todo})}
     except Exception as e:  # noqa: BLE001 - the package itself fails here: nothing to compare against
+        if context_lost(e):
+            raise ContextLost(f"the default configs: {str(e).strip().splitlines()[0][:200]}") from e
         echo(f"  {name} {shape.bucket}: the default configs fail ({type(e).__name__}: {e}); shape skipped")
         return
     tol = TOLERANCE[shape.dtype]
@@ -395,8 +423,15 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
                 with lookup.overrides(name, {**best, kernel: cfg}, backend):
                     return bench(fn, device)
 
-            def on_trial(t, entry=entry):
+            def on_start(t, entry=entry):
                 entry["trials"].append(t)
+                cache.save(path, table)
+
+            def on_trial(t, entry=entry):
+                trials = entry["trials"]
+                if trials and trials[-1]["status"] == "crash" and trials[-1]["config"] == t["config"]:
+                    trials.pop()  # on_start's provisional record: it did not crash
+                trials.append(t)
                 bar.update(1)
                 b = best_of(entry["trials"])
                 bar.set_postfix_str(f"{kernel}: " + ("-" if b is None else f"{b['ms']:.3f} ms"))
@@ -404,7 +439,7 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
             bar.update(sum(c in tried[kernel] for c in cands))
             try:
                 search(cands, run, time_it, refs[entry["phase"]], tol, deadline, tried=tried[kernel],
-                       verdicts=verdicts[kernel], on_trial=on_trial)
+                       verdicts=verdicts[kernel], on_trial=on_trial, on_start=on_start)
                 entry["done"] = True
             finally:
                 _record(entry, defaults[kernel], best, kernel)
@@ -477,6 +512,8 @@ def race_shape(package, name, shape: Shape, table, path, device, backends, echo,
                             continue
                     done[phase] = round(bench(fn, device), 4)
             except Exception as e:  # noqa: BLE001 - a phase that fails is left out of the race
+                if context_lost(e):
+                    raise ContextLost(f"{backend} {phase}: {str(e).strip().splitlines()[0][:200]}") from e
                 echo(f"  {name} {shape.bucket} {backend} {phase}: {type(e).__name__}: {str(e).strip()[:300]}")
                 continue
             echo(f"  {name} {shape.bucket} {backend:8s} {phase:9s} {done[phase]:8.3f} ms")
@@ -553,7 +590,7 @@ def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None
     if warm_workers > 0:
         warm_caches(spec_paths, shapes, warm_workers, echo)
     deadline = time.monotonic() + (budget_min * 60 if budget_min else math.inf)
-    for p in spec_paths:
+    for i, p in enumerate(spec_paths):
         spec = load_spec(Path(p))
         package = import_generated(spec, p).__name__
         echo(f"{spec.name} (hash {spec.hash}) on {torch.cuda.get_device_name()}: {len(shapes)} shapes")
@@ -565,5 +602,36 @@ def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None
         except BudgetExceeded:
             echo(f"budget of {budget_min} min used up during {spec.name}; run the same command again to resume")
             return False
+        except ContextLost as e:
+            echo(f"  {spec.name}: the GPU faulted ({e}); the config stays on record as 'crash', "
+                 "going on in a new process")
+            return _go_on_in_new_process(spec_paths[i:], shapes, backend, deadline, out, jobs)
         echo(f"  wrote {path}")
     return True
+
+
+MAX_RESTARTS = 16  # GPU faults in one command before it gives up (each one skips the config that faulted)
+
+
+def _go_on_in_new_process(spec_paths, shapes, backend, deadline, out, jobs) -> bool:
+    """The same command for the specs left, in a fresh process (a fresh CUDA context) with the budget
+    left: it resumes from the file, past the config that faulted. False when its budget ran out."""
+    import os
+    import subprocess
+
+    restarts = int(os.environ.get("GKA_GEN_AUTOTUNE_RESTARTS", "0")) + 1
+    if restarts > MAX_RESTARTS:
+        raise TuneError(f"the GPU faulted {MAX_RESTARTS} times in one run; the configs that did are marked "
+                        "'crash' in the tuned file")
+    cmd = [sys.executable, "-m", "gka_gen.cli", "autotune", *map(str, spec_paths), "--backend", backend,
+           "--shapes", shape_text(shapes)]
+    if out is not None:
+        cmd += ["--out", str(out)]
+    if jobs:
+        cmd += ["--jobs", str(jobs)]
+    if deadline != math.inf:
+        cmd += ["--budget-min", f"{max(0.01, (deadline - time.monotonic()) / 60):.3f}"]
+    rc = subprocess.call(cmd, env={**os.environ, "GKA_GEN_AUTOTUNE_RESTARTS": str(restarts)})
+    if rc not in (0, 3):
+        raise TuneError(f"the resumed run ({' '.join(cmd[1:])}) exited with {rc}")
+    return rc == 0
