@@ -5,6 +5,7 @@
     stress       GKA residual vs iterations, NaN/inf sweep (bench/gpu_stress.py)
     tilelang     TileLang kernels vs the fp32 reference and Triton (bench/tilelang_check.py)
     profile      per-kernel time of one fwd+bwd, ours beside fla's (bench/profile.py)
+    tuned        the tuned launch configs and backend race of one GPU, as markdown (bench/tuned.py)
 
 Each command takes --help. The older `python -m bench.gpu_correctness` form still works.
 """
@@ -12,7 +13,8 @@ import importlib
 import sys
 
 COMMANDS = {"speed": "bench.speed.run", "correctness": "bench.gpu_correctness", "stress": "bench.gpu_stress",
-            "tilelang": "bench.tilelang_check", "profile": "bench.profile"}
+            "tilelang": "bench.tilelang_check", "profile": "bench.profile",
+            "tuned": "bench.tuned"}
 
 
 def main(argv=None) -> int:

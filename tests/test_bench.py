@@ -3,6 +3,7 @@ a CPU run of the whole harness on tiny shapes with the reference backend."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -292,3 +293,65 @@ def test_run_per_spec_merges_each_childs_rows_in_spec_order(tmp_path, monkeypatc
     rows = run_per_spec("fake_child", ["a", "bad", "b"], 2, [], lambda name: {"spec": name, "missing": True}, out)
     assert rows == [{"spec": "a", "out": "a"}, {"spec": "bad", "missing": True}, {"spec": "b", "out": "b"}]
     assert not (out / "parts").exists()
+
+
+def test_tuned_page_reports_gains_outcomes_race_and_staleness(tmp_path):
+    """`python -m bench tuned`: per kernel the default and tuned config with the call's time and the
+    gain, the candidates' outcomes, the race and auto's pick from it, and whether the generated
+    package would read the file at all."""
+    from bench import tuned
+    from gka_gen.autotune import lookup
+
+    import generated.kda.spec as kda_spec
+
+    gpu = tmp_path / "NVIDIA_H200"
+    gpu.mkdir()
+    trials = [{"config": {"BK": 16}, "status": "ok", "ms": 3.0}, {"config": {"BK": 32}, "status": "ok", "ms": 2.0},
+              {"config": {"BK": 64}, "status": "crash", "ms": None}, {"config": {"BK": 8}, "status": "mismatch"}]
+    bucket = {"shape": {"dtype": "bf16", "B": 4, "T": 4096, "H": 16, "K": 128, "V": 128},
+              "kernels": {"chunk_grad_bwd": {"phase": "bwd", "default": {"BK": 16}, "default_ms": 3.0,
+                                             "config": {"BK": 32}, "ms": 2.0, "done": True, "trials": trials}},
+              "phases": {"fwd": 1.0, "bwd": 2.0, "recurrent": 5.0}}
+    race = {"shape": bucket["shape"], "kernels": {}, "phases": {"fwd": 0.5, "bwd": 3.0, "recurrent": 4.0}}
+    for name, kernels_hash in (("kda", lookup.package_kernels_hash("generated.kda")), ("gla", "0" * 12)):
+        (gpu / f"{name}-x.json").write_text(json.dumps({
+            "spec": name, "spec_hash": kda_spec.SPEC_HASH if name == "kda" else "f" * 12,
+            "kernels_hash": kernels_hash, "created": "c", "updated": "u", "versions": {"triton": "3.6.0"},
+            "backends": {"triton": {"bf16/K128/V128/T4096": bucket}, "tilelang": {"bf16/K128/V128/T4096": race}}}))
+    assert bench_main(["tuned", "--dir", str(gpu), "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "tuned_NVIDIA_H200.md").read_text()
+    assert "| triton | chunk_grad_bwd | bwd | BK=16 | 3.000 | BK=32 | 2.000 | 1.50x | 2 ok, 1 mismatch, 1 crash |" in page
+    # fwd: TileLang 0.5 < 1.0; fwd+bwd: Triton 3.0 < 3.5; recurrent: TileLang 4.0 < 5.0
+    assert "auto picks: forward (no grad): tilelang, forward + backward: triton, recurrent: tilelang" in page
+    gla_part, kda_part = page.split("## kda")
+    assert "current (spec and kernels hashes match" in kda_part and "stale: the spec's hash is now" in gla_part
+    assert lookup.race_winner({"triton": {"fwd": 1.0}}, ("fwd",)) is None
+
+
+def test_speed_notes_say_which_launch_configs_each_spec_ran_with(tmp_path, monkeypatch):
+    """A speed run states per spec whether its rows ran tuned configs (and at which buckets) or the
+    defaults: the committed numbers depend on it."""
+    from gka_gen.autotune import lookup
+
+    import generated.kda.spec as kda_spec
+
+    monkeypatch.setenv("GKA_GEN_AUTOTUNE_DIR", str(tmp_path))
+    lookup.invalidate()
+    gpu = tmp_path / "NVIDIA_H200"
+    gpu.mkdir()
+    shape = {"dtype": "bf16", "B": 4, "T": 4096, "H": 16, "K": 128, "V": 128}
+    (gpu / f"kda-{kda_spec.SPEC_HASH}.json").write_text(json.dumps({
+        "format": 1, "spec": "kda", "spec_hash": kda_spec.SPEC_HASH, "gpu": "NVIDIA H200",
+        "kernels_hash": lookup.package_kernels_hash("generated.kda"), "versions": {}, "created": "c", "updated": "u",
+        "backends": {"triton": {"bf16/K128/V128/T4096": {"shape": shape, "kernels": {"chunk_grad_bwd": {
+            "phase": "bwd", "config": {"BK": 32}, "default": {"BK": 16}, "ms": 1.0, "default_ms": 2.0,
+            "done": True, "trials": []}}, "phases": {"fwd": 1.0}}}}}))
+    try:
+        assert run.tuned_note("kda", "NVIDIA H200") == ("kda: Triton launch configs tuned at bf16/K128/V128/T4096 "
+                                                        "(autotune/NVIDIA_H200)")
+        with warnings.catch_warnings():  # lookup's one warning about the missing file (once per process)
+            warnings.simplefilter("ignore")
+            note = run.tuned_note("gla", "NVIDIA H200")
+        assert note == "gla: Triton launch configs the defaults (no usable tuned file for this GPU)"
+    finally:
+        lookup.invalidate()

@@ -1,0 +1,124 @@
+"""python -m bench tuned: what `gka-gen autotune` found on one GPU, as a markdown page.
+
+    python -m bench tuned                                   # every GPU folder under autotune/
+    python -m bench tuned --dir autotune/NVIDIA_H200 --out bench/results
+
+Reads the tuned files (autotune/<GPU>/<spec>-<hash>.json) and writes tuned_<GPU>.md: per spec and
+shape bucket, each kernel's default and tuned config with the time of the call it runs in, what
+became of the candidates (ok, mismatch, error, crash, resources), each backend's whole-call times
+and what `backend="auto"` picks from them; and whether the file is current for the generated
+package (spec hash, kernels hash), since a stale file is never read. No GPU needed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from gka_gen.autotune import cache
+
+STATUSES = ("ok", "mismatch", "error", "crash", "resources")
+
+
+def _cfg(cfg: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in cfg.items())
+
+
+def _ms(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _current(data: dict) -> str:
+    """Whether the generated package would read this file: its spec and kernels hashes."""
+    from gka_gen.autotune.lookup import package_kernels_hash
+
+    package = f"generated.{data['spec']}"
+    try:
+        spec_hash = __import__(package + ".spec", fromlist=["SPEC_HASH"]).SPEC_HASH
+        kernels = package_kernels_hash(package)
+    except ImportError:
+        return f"no package `{package}` here"
+    if spec_hash != data["spec_hash"]:
+        return f"stale: the spec's hash is now {spec_hash}"
+    if kernels != data["kernels_hash"]:
+        return f"stale: the kernels' hash is now {kernels}"
+    return "current (spec and kernels hashes match the generated package)"
+
+
+def auto_pick(phases: dict) -> dict:
+    """backend="auto"'s choice per call from one bucket's race (Triton where nothing raced)."""
+    from gka_gen.autotune.lookup import race_winner
+
+    calls = {"forward (no grad)": ("fwd",), "forward + backward": ("fwd", "bwd"), "recurrent": ("recurrent",)}
+    return {call: race_winner(phases, parts) or "triton" for call, parts in calls.items()}
+
+
+def render_file(path: Path) -> list[str]:
+    data = json.loads(path.read_text())
+    lines = [f"## {data['spec']} (`{path.name}`)", "",
+             f"{_current(data)}. Tuned {data['created']} .. {data['updated']}; "
+             + ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items()) + ".", ""]
+    buckets = sorted({key for b in data["backends"].values() for key in b}, key=cache.parse_bucket)
+    for key in buckets:
+        per = {name: b[key] for name, b in data["backends"].items() if key in b}
+        shape = next(iter(per.values()))["shape"]
+        lines += [f"### {key} (B={shape['B']} T={shape['T']} H={shape['H']})", ""]
+        rows = [(name, kernel, e) for name, b in per.items() for kernel, e in b.get("kernels", {}).items()]
+        if rows:
+            lines += ["| backend | kernel | phase | default | ms | tuned | ms | gain | candidates |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for name, kernel, e in rows:
+                seen = Counter(t["status"] for t in e.get("trials", ()))
+                gain = (f"{e['default_ms'] / e['ms']:.2f}x" if e.get("ms") and e.get("default_ms") else "-")
+                tally = ", ".join(f"{seen[s]} {s}" for s in STATUSES if seen[s])
+                lines.append(f"| {name} | {kernel} | {e['phase']} | {_cfg(e['default'])} | {_ms(e.get('default_ms'))} "
+                             f"| {_cfg(e['config'])} | {_ms(e.get('ms'))} | {gain} | "
+                             f"{tally}{'' if e.get('done') else ' (search not finished)'} |")
+            lines.append("")
+        else:
+            lines += ["No launch-config search at this bucket (the templates' defaults are used).", ""]
+        phases = {name: b.get("phases", {}) for name, b in per.items() if b.get("phases")}
+        if phases:
+            lines += ["| backend | " + " | ".join(f"{p} ms" for p in cache.PHASES) + " |",
+                      "|---|" + "---|" * len(cache.PHASES)]
+            lines += [f"| {name} | " + " | ".join(_ms(ph.get(p)) for p in cache.PHASES) + " |"
+                      for name, ph in phases.items()]
+            lines += ["", "auto picks: " + ", ".join(f"{call}: {b}" for call, b in auto_pick(phases).items()), ""]
+    return lines
+
+
+def render(folder: Path) -> str:
+    files = sorted(folder.glob("*.json"))
+    shown = folder.resolve().relative_to(cache.ROOT.parent) if folder.resolve().is_relative_to(cache.ROOT.parent) \
+        else folder
+    lines = [f"# Tuned launch configs: {folder.name}", "",
+             f"Made by `python -m bench tuned --dir {shown}` from the files `gka-gen autotune` wrote. `ms` is the "
+             "median time of the whole call a kernel runs in (forward, backward or recurrent forward), "
+             "with every other kernel at its best config; `gain` = default ms / tuned ms. Candidates: "
+             "`mismatch` gave other outputs than the default config (beyond the bf16 tolerance), `crash` "
+             "faulted on the GPU, `resources` were dropped before running by the sm_90 resource model "
+             "(shared memory, spills). The race (whole calls per backend) is what `backend=\"auto\"` reads.",
+             ""]
+    for path in files:
+        lines += render_file(path)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench tuned", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dir", type=Path, action="append", help="a GPU folder of tuned files (default: each "
+                    "folder under autotune/)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = ap.parse_args(argv)
+    folders = args.dir or sorted(p for p in cache.ROOT.iterdir() if p.is_dir())
+    args.out.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        target = args.out / f"tuned_{folder.name}.md"
+        target.write_text(render(folder))
+        print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
