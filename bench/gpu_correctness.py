@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from bench.per_spec import run_per_spec
+from bench.tuned import tuned_note
 from gka_gen.reference import reference_op
 from gka_gen.spec import load_spec
 from gka_gen.symbolic.canonical import canonicalize
@@ -156,6 +157,7 @@ def main(argv=None):
         "tolerance": a.tol,
         "tolerance_why": "bf16 inputs (8-bit mantissa, ~4e-3 relative rounding) through fp32-accumulating kernels over "
                          "T=4096 steps; errors are max-abs relative to the reference's max-abs per tensor",
+        "launch_configs": [tuned_note(name, torch.cuda.get_device_name()) for name in a.specs],
     }
     stem = (f"gpu_correctness_{a.backend}" + ("_quick" if a.quick else "")
             + ("" if a.specs == ALL else "_" + "_".join(a.specs)) + ("" if a.K == 128 else f"_K{a.K}"))
@@ -210,6 +212,7 @@ def _markdown(meta, rows):
     lines = [f"# GPU correctness ({meta['gpu']}, {meta['date']})", "",
              f"torch {meta['torch']}, triton {meta['triton']}, tilelang {meta['tilelang']}. Command: `{meta['command']}`",
              "", f"Tolerance {meta['tolerance']}: {meta['tolerance_why']}.", "",
+             *[f"- {n}" for n in meta.get("launch_configs", [])], "",
              "| spec | shape | varlen | dtype | worst output/grad | max rel err per tensor | pass |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

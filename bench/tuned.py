@@ -12,6 +12,7 @@ package (spec hash, kernels hash), since a stale file is never read. No GPU need
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -103,6 +104,21 @@ def render(folder: Path) -> str:
     for path in files:
         lines += render_file(path)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def tuned_note(spec: str, gpu: str) -> str:
+    """Which launch configs ``spec``'s rows run with on ``gpu``: the shape buckets of its tuned file
+    (gka_gen.autotune; a call takes the nearest bucket of its dtype, K and V), else the defaults."""
+    from gka_gen.autotune import lookup
+
+    package = f"generated.{spec}"
+    spec_hash = importlib.import_module(package + ".spec").SPEC_HASH
+    tuned = lookup.tuned_backends(spec, spec_hash, package, gpu)
+    searched = sorted(key for key, b in tuned.get("triton", {}).items() if b.get("kernels"))
+    raced = sorted(key for key, b in tuned.get("tilelang", {}).items() if b.get("phases"))
+    where = f"autotune/{cache.sanitize_gpu_name(gpu)}" if tuned else "no usable tuned file for this GPU"
+    return (f"{spec}: Triton launch configs " + (f"tuned at {', '.join(searched)}" if searched else "the defaults")
+            + (f"; backend race at {', '.join(raced)}" if raced else "") + f" ({where})")
 
 
 def main(argv=None) -> int:

@@ -329,8 +329,9 @@ def test_tuned_page_reports_gains_outcomes_race_and_staleness(tmp_path):
 
 
 def test_speed_notes_say_which_launch_configs_each_spec_ran_with(tmp_path, monkeypatch):
-    """A speed run states per spec whether its rows ran tuned configs (and at which buckets) or the
-    defaults: the committed numbers depend on it."""
+    """A speed or correctness run states per spec whether its rows ran tuned configs (and at which
+    buckets) or the defaults: the committed numbers depend on it."""
+    from bench import tuned
     from gka_gen.autotune import lookup
 
     import generated.kda.spec as kda_spec
@@ -347,11 +348,11 @@ def test_speed_notes_say_which_launch_configs_each_spec_ran_with(tmp_path, monke
             "phase": "bwd", "config": {"BK": 32}, "default": {"BK": 16}, "ms": 1.0, "default_ms": 2.0,
             "done": True, "trials": []}}, "phases": {"fwd": 1.0}}}}}))
     try:
-        assert run.tuned_note("kda", "NVIDIA H200") == ("kda: Triton launch configs tuned at bf16/K128/V128/T4096 "
+        assert tuned.tuned_note("kda", "NVIDIA H200") == ("kda: Triton launch configs tuned at bf16/K128/V128/T4096 "
                                                         "(autotune/NVIDIA_H200)")
         with warnings.catch_warnings():  # lookup's one warning about the missing file (once per process)
             warnings.simplefilter("ignore")
-            note = run.tuned_note("gla", "NVIDIA H200")
+            note = tuned.tuned_note("gla", "NVIDIA H200")
         assert note == "gla: Triton launch configs the defaults (no usable tuned file for this GPU)"
     finally:
         lookup.invalidate()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .. import tuned
 from . import calls, measure, report
 from .flops import RIDGE, flops, hbm_bytes
 from .plan import FLA_OP, K_FULL, OURS, T_FULL, TOKENS, build_plan
@@ -198,21 +199,6 @@ def warm_in_workers(a) -> float:
     return time.time() - t0
 
 
-def tuned_note(spec: str, gpu: str) -> str:
-    """Which launch configs ``spec``'s rows run with on ``gpu``: the shape buckets of its tuned file
-    (gka_gen.autotune; a call takes the nearest bucket of its dtype, K and V), else the defaults."""
-    from gka_gen.autotune import cache, lookup
-
-    package = f"generated.{spec}"
-    spec_hash = importlib.import_module(package + ".spec").SPEC_HASH
-    tuned = lookup.tuned_backends(spec, spec_hash, package, gpu)
-    searched = sorted(key for key, b in tuned.get("triton", {}).items() if b.get("kernels"))
-    raced = sorted(key for key, b in tuned.get("tilelang", {}).items() if b.get("phases"))
-    where = f"autotune/{cache.sanitize_gpu_name(gpu)}" if tuned else "no usable tuned file for this GPU"
-    return (f"{spec}: Triton launch configs " + (f"tuned at {', '.join(searched)}" if searched else "the defaults")
-            + (f"; backend race at {', '.join(raced)}" if raced else "") + f" ({where})")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
@@ -247,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gpu = torch.cuda.get_device_name() if a.device == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
     if a.device == "cuda":
-        notes += [tuned_note(spec, gpu) for spec in backends]
+        notes += [tuned.tuned_note(spec, gpu) for spec in backends]
     import triton
 
     meta = {
