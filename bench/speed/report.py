@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .plan import MATCH
+from .plan import MATCH, OURS
 
 DELTA_TARGET_OPS = ("deltanet", "gated_deltanet", "kda")
 MET = {True: "yes", False: "NO", None: "not measured"}
@@ -146,7 +146,9 @@ def markdown(meta: dict, rows: list[dict], tg: list[dict]) -> str:
 
 
 def plot(path: Path, meta: dict, rows: list[dict]) -> None:
-    """Per head dim: fwd+bwd time per token vs T for every op, and our fwd+bwd time / fla's as bars."""
+    """Per head dim: a panel per spec with time per token against T of our backends (solid), its fla
+    op's (dashed) and SDPA (grey), so flatness and the gap read at a glance; under them our fwd+bwd
+    time / fla's faster backend, one bar per T."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on the GPU machine
@@ -154,38 +156,53 @@ def plot(path: Path, meta: dict, rows: list[dict]) -> None:
 
     good = [r for r in rows if _ok(r)]
     Ks = sorted({r["K"] for r in rows}, reverse=True) or [0]
-    fig, axes = plt.subplots(2, len(Ks), figsize=(7 * len(Ks), 9), squeeze=False)
-    for col, K in enumerate(Ks):
-        ax = axes[0][col]
-        for label in sorted({(r["name"], r["backend"]) for r in good if r["K"] == K}):
-            pts = sorted((r["T"], r["fwdbwd_ns_per_token"]) for r in good if r["K"] == K and (r["name"], r["backend"]) == label)
-            ax.plot(*zip(*pts), marker="o", linestyle="--" if label[0].startswith("fla.") else "-",
-                    label=f"{label[0]} ({label[1]})")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        Ts = sorted({r["T"] for r in good if r["K"] == K})
-        ax.set_xticks(Ts, [str(T) for T in Ts])
-        ax.set(title=f"K = V = {K}: fwd+bwd time per token", xlabel="T (B·T constant)", ylabel="ns / token")
-        if Ts:
-            ax.legend(fontsize=7)
-        ax = axes[1][col]
-        ours = [r for r in good if r["K"] == K and r.get("ratio_fla_fwdbwd") is not None]
-        labels = sorted({(r["name"], r["backend"]) for r in ours})
-        Ts = sorted({r["T"] for r in ours})
-        width = 0.8 / max(len(Ts), 1)
-        for i, T in enumerate(Ts):
+    specs = [s for s in OURS if any(r["name"] == s for r in good)]
+    cols, spec_rows = 3, max(1, -(-len(specs) // 3))
+    fig = plt.figure(figsize=(15, (2.8 * spec_rows + 3.2) * len(Ks)))
+    grid = fig.add_gridspec(len(Ks) * (spec_rows + 1), cols, height_ratios=([2.8] * spec_rows + [3.2]) * len(Ks))
+    for k, K in enumerate(Ks):
+        at_k = [r for r in good if r["K"] == K]
+        Ts = sorted({r["T"] for r in at_k})
+        top = k * (spec_rows + 1)
+        for i, spec in enumerate(specs):
+            ax = fig.add_subplot(grid[top + i // cols, i % cols])
+            fla = f"fla.{MATCH[spec]}" if spec in MATCH else None
+            for name, backend in sorted({(r["name"], r["backend"]) for r in at_k if r["name"] in (spec, fla, "sdpa")}):
+                pts = sorted((r["T"], r["fwdbwd_ns_per_token"]) for r in at_k
+                             if (r["name"], r["backend"]) == (name, backend))
+                ours = name == spec
+                ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{name} ({backend})",
+                        color="0.6" if name == "sdpa" else f"C{_LINE[ours, backend]}",
+                        linestyle="-" if ours else (":" if name == "sdpa" else "--"))
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(Ts, [str(T) for T in Ts])
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"{spec}, K = V = {K}: fwd+bwd ns / token", fontsize=9)
+            ax.legend(fontsize=6, loc="best")
+            ax.tick_params(labelsize=7)
+        ax = fig.add_subplot(grid[top + spec_rows, :])
+        ours = [r for r in at_k if r.get("ratio_fla_fwdbwd") is not None]
+        labels = sorted({(r["name"], r["backend"]) for r in ours}, key=lambda nb: (OURS.index(nb[0]), nb[1]))
+        Ts_r = sorted({r["T"] for r in ours})
+        width = 0.8 / max(len(Ts_r), 1)
+        for i, T in enumerate(Ts_r):
             heights = [next((r["ratio_fla_fwdbwd"] for r in ours if r["T"] == T and (r["name"], r["backend"]) == lab), 0)
                        for lab in labels]
             ax.bar([j + i * width for j in range(len(labels))], heights, width, label=f"T={T}")
         ax.axhline(1.0, color="k", linewidth=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))],
-                      [f"{n}{'' if b == 'triton' else ' ' + b}\n/{MATCH[n].removeprefix('chunk_')}" for n, b in labels], fontsize=7)
-        ax.set(title=f"K = V = {K}: our fwd+bwd time / fla's (lower is faster)", ylabel="ratio")
-        if Ts:
+                      [f"{n} ({b})\n/ {MATCH[n].removeprefix('chunk_')}" for n, b in labels], fontsize=7)
+        ax.set(title=f"K = V = {K}: our fwd+bwd time / fla's faster backend (under 1: we are faster)", ylabel="ratio")
+        ax.title.set_fontsize(9)
+        if Ts_r:
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no fla rows to compare with", ha="center", transform=ax.transAxes)
     fig.suptitle(f"{meta['gpu']} {meta['dtype']}, {meta['date']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# Line colours: ours Triton / TileLang, fla's Triton-only / default dispatch (dashed).
+_LINE = {(True, "triton"): 0, (True, "tilelang"): 1, (False, "triton"): 2, (False, "tilelang"): 3}
