@@ -172,7 +172,7 @@ def plot(path: Path, meta: dict, rows: list[dict]) -> None:
                              if (r["name"], r["backend"]) == (name, backend))
                 ours = name == spec
                 ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{name} ({backend})",
-                        color="0.6" if name == "sdpa" else f"C{_LINE[ours, backend]}",
+                        color="0.6" if name == "sdpa" else f"C{_LINE.get((ours, backend), 4)}",
                         linestyle="-" if ours else (":" if name == "sdpa" else "--"))
             ax.set_xscale("log", base=2)
             ax.set_xticks(Ts, [str(T) for T in Ts])
@@ -204,5 +204,5 @@ def plot(path: Path, meta: dict, rows: list[dict]) -> None:
     plt.close(fig)
 
 
-# Line colours: ours Triton / TileLang, fla's Triton-only / default dispatch (dashed).
+# Line colours: ours Triton / TileLang (any other backend: C4), fla's Triton-only / default dispatch (dashed).
 _LINE = {(True, "triton"): 0, (True, "tilelang"): 1, (False, "triton"): 2, (False, "tilelang"): 3}
