@@ -36,7 +36,7 @@ def _current(data: dict) -> str:
 
     package = f"generated.{data['spec']}"
     try:
-        spec_hash = __import__(package + ".spec", fromlist=["SPEC_HASH"]).SPEC_HASH
+        spec_hash = importlib.import_module(package + ".spec").SPEC_HASH
         kernels = package_kernels_hash(package)
     except ImportError:
         return f"no package `{package}` here"
