@@ -231,6 +231,29 @@ def test_backward(case, pkg_root):
 
 
 
+@pytest.mark.parametrize("name", ["deltanet", "kda", "gla"])
+def test_backward_reuses_the_forwards_intra_chunk_tensors_and_leaves_them_intact(name, pkg_root):
+    """chunk_bwd takes the in-chunk products and WY factors from chunk_fwd's `saved` instead of
+    recomputing them, and must not spoil them: a second backward over the same forward (autograd's
+    retain_graph) and one that recomputes everything (saved=None, as after the fused recurrent
+    forward) give the same gradients, bit for bit (same kernels, same summation order)."""
+    x = make_inputs(name, 1, 70, 2, 16, 16, "normal", True, [0, 30, 70])
+    args = [f32(x[n]) for n in ("q", "k", "v", "g", "beta")]
+    h0 = f32(x["initial_state"])
+    pkg = get_pkg(name, pkg_root)
+    _, _, saved = pkg.chunk_fwd(*args, x["scale"], h0, True, x["cu_seqlens"], chunk_size=32)
+    assert "intra" in saved
+    kept = [t.clone() for t in saved["intra"] if t is not None]
+    gen = torch.Generator().manual_seed(1)
+    do, dht = torch.randn(1, 70, 2, 16, generator=gen), torch.randn(2, 2, 16, 16, generator=gen)
+    runs = [pkg.chunk_bwd(*args, x["scale"], h0, x["cu_seqlens"], do, dht, s, chunk_size=32)
+            for s in (saved, saved, None)]
+    assert all(torch.equal(t, k) for t, k in zip((t for t in saved["intra"] if t is not None), kept))
+    for again in runs[1:]:
+        for a, b in zip(runs[0], again):
+            assert (a is None and b is None) or torch.equal(a, b)
+
+
 @pytest.mark.parametrize("name", ["kda", "gated_deltanet", "gla"])
 def test_bf16_forward(name, pkg_root):
     """bf16 q/k/v in, bf16 o out: the matmuls take bf16 operands (w, u, v_new and the states

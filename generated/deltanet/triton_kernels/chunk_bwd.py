@@ -258,9 +258,12 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     if g_cum is None:
         g_cum = torch.zeros(B, T, H, dtype=torch.float32, device=q.device)
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
-    # recompute the forward's intermediates
-    w, u, Aqk, Tm, Gm = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
-                                        launch_config("chunk_intra_fwd", q, K, V, Tn))
+    intra = saved.get("intra") if saved else None
+    if intra is None:
+        w, u, Aqk, Tm, Gm = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
+                                            launch_config("chunk_intra_fwd", q, K, V, Tn))
+    else:  # the gradient kernel overwrites T and Gamma with dM and dGamma; the saved ones serve any later backward
+        w, u, Aqk, Tm, Gm = *intra[:3], intra[3].clone(), intra[4].clone()
     hs, vnew, _ = chunk_state_fwd(k, v, w, u, g_cum, initial_state, False, cu, chunk_offsets, N, NT, BT, ip,
                                   launch_config("chunk_state_fwd", q, K, V, Tn))
 

@@ -263,11 +263,14 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
     ip = dot_precision(q, k, v)
     g_cum = torch.zeros(B, T, H, dtype=torch.float32, device=q.device)
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
-    w, u, Aqk, _, _ = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
-                                      launch_config("chunk_intra_fwd", q, K, V, Tn))
+    intra = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
+                            launch_config("chunk_intra_fwd", q, K, V, Tn))
+    w, u, Aqk = intra[:3]
     hs, vnew, ht = chunk_state_fwd(k, v, w, u, g_cum, initial_state, output_final_state, cu, chunk_offsets,
                                    N, NT, BT, ip, launch_config("chunk_state_fwd", q, K, V, Tn))
     o = chunk_output_fwd(q, vnew, g_cum, hs, Aqk, scale, cu, chunk_indices, NT, BT, ip,
                          launch_config("chunk_output_fwd", q, K, V, Tn))
-    # the backward recomputes W, U, h and V' from the inputs; only the gate cumsum is kept
-    return o, ht, {"g_cum": g_cum}
+    # The backward takes the in-chunk products and WY factors as they are (recomputing them was a second
+    # chunk_intra_fwd launch: 0.48 ms of deltanet's 4.4 ms step and 3.2 of kda's 21 ms in
+    # bench/results/profile_K128_T4096_triton.md) and recomputes the chunk states h and V' ([NT, H, K, V]).
+    return o, ht, {"g_cum": g_cum, "intra": intra}

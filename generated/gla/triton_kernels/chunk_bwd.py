@@ -214,9 +214,11 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     if g_cum is None:
         g_cum = chunk_cumsum(g, cu, chunk_indices, NT, BT)
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
-    # recompute the forward's intermediates
-    w, u, Aqk = chunk_intra_fwd(q, k, v, g_cum, None, cu, chunk_indices, NT, BT, ip,
+    intra = saved.get("intra") if saved else None
+    if intra is None:
+        intra = chunk_intra_fwd(q, k, v, g_cum, None, cu, chunk_indices, NT, BT, ip,
                                 launch_config("chunk_intra_fwd", q, K, V, Tn))
+    w, u, Aqk = intra
     hs, vnew, _ = chunk_state_fwd(k, v, w, u, g_cum, initial_state, False, cu, chunk_offsets, N, NT, BT, ip,
                                   launch_config("chunk_state_fwd", q, K, V, Tn))
 
