@@ -595,6 +595,9 @@ def test_tuner_end_to_end_in_the_interpreter(tmp_path, monkeypatch):
     bwd = bucket["kernels"]["chunk_grad_bwd"]  # timed inside the backward, verified on every gradient
     assert bwd["done"] and [t["config"]["BV"] for t in bwd["trials"]] == [32, 16]
     assert all(t["status"] == "ok" for t in bwd["trials"])
+    # the log says what each kernel got: config and default -> tuned time of its call
+    gains = [x for x in lines if "fused_recurrent_fwd:" in x]
+    assert len(gains) == 1 and f"BV={entry['config']['BV']}" in gains[0] and f"{entry['default_ms']:.3f} ->" in gains[0]
 
     # cut short after one candidate: the resumed search checks and runs only the other one
     data["backends"]["triton"]["bf16/K32/V32/T32"]["kernels"]["fused_recurrent_fwd"]["trials"].pop()

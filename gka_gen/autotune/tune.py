@@ -447,6 +447,17 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
                 cache.save(path, table)
     finally:
         bar.close()
+    for kernel in todo:
+        echo(gain_line(name, shape.bucket, backend, kernel, entries[kernel]))
+
+
+def gain_line(name: str, bucket: str, backend: str, kernel: str, entry: dict) -> str:
+    """One kernel's outcome for the log: its config and the time of its call, default -> tuned."""
+    cfg = " ".join(f"{k}={v}" for k, v in entry["config"].items())
+    if entry.get("ms") is None or entry.get("default_ms") is None:
+        return f"  {name} {bucket} {backend} {kernel}: {cfg} (nothing timed against the default)"
+    return (f"  {name} {bucket} {backend} {kernel}: {cfg}, {entry['default_ms']:.3f} -> {entry['ms']:.3f} ms "
+            f"({entry['default_ms'] / entry['ms']:.2f}x)")
 
 
 # ----------------------------------------------------------------------------- the backend race
