@@ -1,6 +1,7 @@
 """Timers, peak memory, and the GPU's peak rates the achieved TFLOP/s and GB/s are read against."""
 from __future__ import annotations
 
+import gc
 import time
 
 import torch
@@ -42,6 +43,10 @@ def peak_memory(step, *, device: str) -> dict:
     """
     if device != "cuda":
         return {}
+    # Garbage left by earlier calls (reference cycles that hold tensors until a collection) would
+    # count in the "in all" figure: some TileLang rows of the 2026-11-30 runs show 8-16 GB there
+    # against 1.6-2 GB above their inputs.
+    gc.collect()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
