@@ -213,6 +213,24 @@ def test_cpu_smoke_run(tmp_path, capsys):
     assert "[ 14/14] sdpa" in capsys.readouterr().out
 
 
+def test_merge_completes_a_grid_measured_over_several_commands(tmp_path):
+    """--merge: the earlier run's rows at the shapes this run does not measure stay, the rows it
+    measures are replaced, both commands are on record, targets span the whole grid; a run on
+    another dtype is refused."""
+    base = ["speed", "--device", "cpu", "--ops", "deltanet", "sdpa", "--out", str(tmp_path)]
+    assert bench_main([*base, "--T", "32", "64", "--stem", "grid"]) == 0
+    first = json.loads((tmp_path / "grid.json").read_text())
+    assert bench_main([*base, "--T", "64", "--merge", str(tmp_path / "grid.json")]) == 0
+    data = json.loads((tmp_path / "grid.json").read_text())  # the merged file's stem by default
+    assert [(r["name"], r["T"]) for r in data["rows"]] == [(n, T) for T in (32, 64) for n in ("deltanet", "sdpa")]
+    assert data["rows"][:2] == [r for r in first["rows"] if r["T"] == 32]  # kept as measured; T=64 not doubled
+    (merged,) = data["meta"]["merged"]
+    assert merged["command"] == first["meta"]["command"] and merged["rows"] == 2
+    assert f"2 rows from an earlier run, {first['meta']['date']}" in (tmp_path / "grid.md").read_text()
+    with pytest.raises(SystemExit, match="dtype"):
+        bench_main([*base, "--T", "64", "--dtype", "bf16", "--merge", str(tmp_path / "grid.json")])
+
+
 def test_failing_op_becomes_an_error_row(tmp_path, monkeypatch):
     real = calls.forward_callable
 

@@ -44,7 +44,7 @@ def peak_memory(step, *, device: str) -> dict:
     if device != "cuda":
         return {}
     # Garbage left by earlier calls (reference cycles that hold tensors until a collection) would
-    # count in the "in all" figure: some TileLang rows of the 2026-11-30 runs show 8-16 GB there
+    # count in the "in all" figure: some rows of the 2026-11-30 runs show 4-16 GB there
     # against 1.6-2 GB above their inputs.
     gc.collect()
     torch.cuda.synchronize()

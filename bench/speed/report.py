@@ -122,6 +122,7 @@ def markdown(meta: dict, rows: list[dict], tg: list[dict]) -> str:
              f"percentages of the {which} peak. FLOP and byte models: bench/speed/flops.py. "
              f"Timer: {meta['timer']}.", ""]
     lines += [f"- {n}" for n in meta.get("notes", [])]
+    lines += [f"- {m['rows']} rows from an earlier run, {m['date']}: `{m['command']}`" for m in meta.get("merged", [])]
     if tg:
         lines += ["", "## Targets", "", "| target | op | backend | K | worst | at T | limit | met |",
                   "|---|---|---|---|---|---|---|---|"]

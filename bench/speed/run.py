@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import importlib
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -73,6 +74,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warm-only", action="store_true", help="run each row once (compile, autotune) and stop")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--stem", help="output file name without extension (default speed_<gpu>_K<dims>[_quick])")
+    p.add_argument("--merge", type=Path, metavar="JSON",
+                   help="an earlier run's JSON (same GPU, dtype, iterations) whose rows at shapes this run does "
+                        "not measure are kept: one file for a grid measured over several commands (default "
+                        "stem: that file's)")
     a = p.parse_args(argv)
     a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     for key, val in DEFAULTS[(a.device, a.quick)].items():
@@ -199,6 +204,23 @@ def warm_in_workers(a) -> float:
     return time.time() - t0
 
 
+def merge_rows(path: Path, want: dict, plan) -> tuple[list[dict], list[dict]]:
+    """(rows, record) of the earlier run at ``path``: its rows at shapes ``plan`` does not measure,
+    and the runs they came from. A run whose gpu, dtype or ridge_iters differ from ``want`` is refused
+    (before any compile)."""
+    try:
+        prev = json.loads(path.read_text())
+        pm, prev_rows = prev["meta"], prev["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"--merge {path}: not a `bench speed` JSON ({type(e).__name__}: {e})") from None
+    for field, value in want.items():
+        if pm.get(field) != value:
+            raise SystemExit(f"--merge {path}: its {field} is {pm.get(field)!r}, this run's {value!r}")
+    shapes = {(c.K, c.T, c.B, c.H) for c in plan}
+    kept = [r for r in prev_rows if (r["K"], r["T"], r["B"], r["H"]) not in shapes]
+    return kept, [{"command": pm["command"], "date": pm["date"], "rows": len(kept)}, *pm.get("merged", [])]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
@@ -220,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(ops=a.ops, backends=backends, Ts=a.T, Ks=a.K, H=a.H, tokens=a.tokens,
                       fla=fla_version is not None, device=a.device)
     inputs = Inputs(DTYPES[a.dtype], a.device)
+    gpu = torch.cuda.get_device_name() if a.device == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    kept, merged = merge_rows(a.merge, {"gpu": gpu, "dtype": a.dtype, "ridge_iters": a.ridge_iters}, plan) \
+        if a.merge else ([], [])
 
     if a.warm_only and not a.compile_workers:
         for i, case in enumerate(plan, 1):
@@ -231,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.warm_only:
         return 0
 
-    gpu = torch.cuda.get_device_name() if a.device == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
     if a.device == "cuda":
         notes += [tuned.tuned_note(spec, gpu) for spec in backends]
     import triton
@@ -250,17 +274,19 @@ def main(argv: list[str] | None = None) -> int:
         "peaks_measured": measure.measured_peaks() if a.device == "cuda" else None,
         "env": {k: v for k, v in os.environ.items() if k.startswith(("TRITON_", "FLA_", "GKA_GEN_", "CUDA_VISIBLE"))},
         "compile_workers": a.compile_workers, "warm_up_s": warm_s, "notes": notes,
+        **({"merged": merged} if merged else {}),
     }
-    stem = a.stem or (f"speed_{re.sub(r'[^A-Za-z0-9]+', '_', gpu).strip('_')}_K{'-'.join(map(str, a.K))}"
-                      + ("_quick" if a.quick else ""))
+    stem = a.stem or (a.merge.stem if a.merge else None) or (
+        f"speed_{re.sub(r'[^A-Za-z0-9]+', '_', gpu).strip('_')}_K{'-'.join(map(str, a.K))}" + ("_quick" if a.quick else ""))
     a.out.mkdir(parents=True, exist_ok=True)
     for n in notes:
         print("note:", n, flush=True)
-    rows = []
+    rows = list(kept)
     report.write_all(a.out, stem, meta, rows, png=False)  # the run's metadata and notes, before its first row
     for i, case in enumerate(plan, 1):
         row = run_case(case, inputs, a, timed=True)
         rows.append(row)
+        rows.sort(key=lambda r: (-r["K"], r["T"]))  # merged runs: shapes in plan order (stable within one)
         # JSON and markdown after every row, so a run cut short keeps its rows; the plot once a shape is done.
         shape_done = i == len(plan) or (plan[i].K, plan[i].T) != (case.K, case.T)
         report.write_all(a.out, stem, meta, rows, png=shape_done)
