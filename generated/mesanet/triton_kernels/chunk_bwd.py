@@ -66,7 +66,7 @@ def chunk_ridge_bwd_solve_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, n
     kp = k + row0
     hcp = hc + (i_t * H + i_h) * K * K
     c, D, Dc, eG, lam, mu, L, sq, live = _chunk_operator(
-        k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio, H, K, BT, BK, True, INPUT_PRECISION)
+        k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio, 0, H, K, BT, BK, BT, True, INPUT_PRECISION)
     Gu = _gate(g, t0, i_h, rows, nrows, H, BT, True)
     eGu = tl.where(valid, tl.exp(Gu), 0.)
 
@@ -95,8 +95,8 @@ def chunk_ridge_bwd_solve_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, n
 
     # the adjoint solve: same operator, same bounds, so (Chebyshev) exactly p_r(A) dx
     _chunk_solve(wb + row0, tl.zeros([BT], dtype=tl.float32) + 1., y_out + row0, w0 + row0,
-                 w1 + row0, w2 + row0, kp, hcp, lamb + i_h * K, c, D, Dc, eG, lam, mu, L, num_iter, rows, ck, nrows,
-                 H, K, BK, INPUT_PRECISION)
+                 w1 + row0, w2 + row0, kp, hcp, lamb + i_h * K, c, D, Dc, eG, lam, mu, L, num_iter, rows, rows, ck,
+                 nrows, H, K, BK, INPUT_PRECISION)
 
     # dq, and H_t x_t by the chunked operator without its ridge term (exact, also for inexact solves)
     P = _xkt(x + row0, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION) * Dc

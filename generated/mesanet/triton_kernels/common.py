@@ -84,7 +84,15 @@ def default_config(kernel: str, K: int, V: int) -> dict:
     BV = min(64, max(16, next_pow2(V)))
     SK = min(64, max(16, next_pow2(K)))
     launch = {"num_warps": 8 if tiled else 4, "num_stages": 1 if tiled else 3}
-    if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve", "chunk_ridge_bwd_dk"):
+    if kernel == "chunk_ridge_fwd" and 32 < K <= 128:
+        # The forward's solve stays on chip up to K = 128 by taking BS of a chunk's rows per program
+        # (A_t acts on row t alone): K = 128, BS = 16, 8 warps: 255 registers, 0-12 bytes of spills
+        # for gka and 40-56 for mesanet, 72-104 KB of shared memory (H_c); BS = 32 spills 136-296.
+        # K = 64, BS = 32: 244-255 registers, no spills.
+        return {"BK": next_pow2(K), "BV": 32, "BS": 16 if K > 64 else 32, "num_warps": 8, "num_stages": 1}
+    if kernel == "chunk_ridge_fwd":
+        return {"BK": BK, "BV": BV, "BS": 64, **launch}  # BS: the whole chunk (clamped to its size)
+    if kernel in ("chunk_ridge_bwd_solve", "chunk_ridge_bwd_dk"):
         return {"BK": BK, "BV": BV, **launch}
     if kernel == "chunk_state_fwd":
         return {"BK": SK, "BX": 64, "num_warps": 4}
@@ -177,10 +185,23 @@ def _last(x, rows, nrows):
 
 @triton.jit
 def _decay_mask(G, rows, nrows):
-    """D[t, j] = exp(G_t - G_j) for j <= t < nrows, else 0. The exponent is masked before exp:
-    for j > t it would be positive and could overflow (g ~ -20 per token), and inf * 0 = NaN."""
-    m = (rows[:, None] >= rows[None, :]) & (rows[:, None] < nrows)
-    return tl.where(m, tl.exp(tl.where(m, G[:, None] - G[None, :], 0.)), 0.)
+    """D[t, j] = exp(G_t - G_j) for j <= t < nrows, else 0, over the chunk's rows."""
+    return _decay_mask_rc(G, G, rows, rows, nrows)
+
+
+@triton.jit
+def _decay_mask_rc(Gr, Gc, rows, cols, nrows):
+    """D[i, j] = exp(Gr_i - Gc_j) for cols_j <= rows_i < nrows, else 0: some rows of the chunk
+    (gates Gr) against all of its columns (gates Gc). The exponent is masked before exp: for
+    j > t it would be positive and could overflow (g ~ -20 per token), and inf * 0 = NaN."""
+    m = (rows[:, None] >= cols[None, :]) & (rows[:, None] < nrows)
+    return tl.where(m, tl.exp(tl.where(m, Gr[:, None] - Gc[None, :], 0.)), 0.)
+
+
+@triton.jit
+def _pick(v, rows, cols):
+    """v[rows] of a vector v over cols (register tensors cannot be indexed: a one-hot sum, exact)."""
+    return tl.sum(tl.where(rows[:, None] == cols[None, :], v[None, :], 0.), 1)
 
 
 @triton.jit
