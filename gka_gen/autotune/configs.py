@@ -6,7 +6,7 @@ candidate is compiled and launched exactly as a tuned file would make it. Parame
 space keep their default value. The kernels are searched in the order listed: forward kernels
 first, since the backward recomputes with them.
 
-Sizes: at K = V = 128 a linear-family spec has 94 candidates per shape, a ridge one 137, before the
+Sizes: at K = V = 128 a linear-family spec has 94 candidates per shape, a ridge one 161, before the
 resource filter drops those that cannot fit sm_90 (gka_gen.resources); each survivor costs one
 compile (in parallel, ahead of the timing, once per K / V / H / dtype) and one timed call.
 """
@@ -29,8 +29,8 @@ SPACES = {
         "chunk_state_fwd": ("fwd", {"BK": (32, 64), "BX": (32, 64), "num_warps": (4, 8)}),
         "chunk_ridge_fwd": ("fwd", {"BK": (16, 32, 64, 128), "BV": (32, 64), "BS": (16, 32, 64), "num_warps": (4, 8),
                                     "num_stages": (1, 2)}),
-        "chunk_ridge_bwd_solve": ("bwd", {"BK": (16, 32, 64), "BV": (32, 64), "num_warps": (4, 8),
-                                          "num_stages": (1, 2)}),
+        "chunk_ridge_bwd_solve": ("bwd", {"BK": (16, 32, 64, 128), "BV": (32, 64), "BS": (16, 32, 64),
+                                          "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_dh_bwd": ("bwd", {"BK": (32, 64), "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_du_bwd": ("bwd", {"BK": (32, 64), "BV": (32, 64), "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_ridge_bwd_dk": ("bwd", {"BK": (16, 32, 64), "BV": (32, 64), "num_warps": (4, 8),
@@ -98,6 +98,6 @@ def candidates(family: str, kernel: str, K: int, V: int, default: dict, backend:
 
 
 def _redundant(cfg: dict, K: int) -> bool:
-    """A ridge forward config whose row block the launcher overrides: the K-tiled solve (BK < K)
+    """A ridge solve config whose row block the launcher overrides: the K-tiled solver (BK < K)
     takes whole chunks, so its BS < 64 would run (and be timed) as BS = 64 again."""
     return cfg.get("BS", 64) < 64 and cfg.get("BK", K) < K

@@ -298,7 +298,7 @@ def check_backward(pkg, combo, B, T, H, K, V, *, cu=None, h0=True, chunk=64, rat
     st = tuple(s.float() for s in state) if state is not None else None
     grads = pkg.chunk_bwd(inp["q"], inp["k"], inp["v"], inp["g"], inp["gk"], inp["beta"], inp["alpha"],
                           inp["lamb"], kw["scale"], ratio, kw["num_iter"], st, cu, do, dht, saved,
-                          chunk_size=chunk, BK=BK)
+                          chunk_size=chunk, BK=BK, BS=BS)
     dq, dk, dv, dg, dgk, dbeta, dalpha, dlamb, dh0 = grads
 
     leaves = {n: (t.double().requires_grad_() if t is not None else None) for n, t in inp.items()}
@@ -395,8 +395,8 @@ def test_tiled_k(pkg_root, combo, B, T, H, K, V, varlen, h0, chunk, BK):
 
 
 # Row blocks (BS < chunk: several programs per chunk, each solving its rows with the chunk's keys
-# and H_c on chip; the forward's on-chip path at K <= 128 on the GPU): ragged chunks, varlen,
-# Chebyshev and CG; the backward reads their norms and solutions.
+# and H_c on chip; the solves' on-chip path at K <= 128 on the GPU), forward and adjoint solve:
+# ragged chunks, varlen, Chebyshev and CG.
 ROW_CASES = [
     # combo, B, T, H, K, V, varlen, h0, chunk, BS
     ("gka", 1, 37, 2, 16, 32, False, True, 32, 16),

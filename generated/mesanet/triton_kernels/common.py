@@ -84,15 +84,15 @@ def default_config(kernel: str, K: int, V: int) -> dict:
     BV = min(64, max(16, next_pow2(V)))
     SK = min(64, max(16, next_pow2(K)))
     launch = {"num_warps": 8 if tiled else 4, "num_stages": 1 if tiled else 3}
-    if kernel == "chunk_ridge_fwd" and 32 < K <= 128:
-        # The forward's solve stays on chip up to K = 128 by taking BS of a chunk's rows per program
-        # (A_t acts on row t alone): K = 128, BS = 16, 8 warps: 255 registers, 0-12 bytes of spills
-        # for gka and 40-56 for mesanet, 72-104 KB of shared memory (H_c); BS = 32 spills 136-296.
-        # K = 64, BS = 32: 244-255 registers, no spills.
+    if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve") and 32 < K <= 128:
+        # The solves stay on chip up to K = 128 by taking BS of a chunk's rows per program (A_t acts
+        # on row t alone). K = 128, BS = 16, 8 warps: 72-104 KB of shared memory (H_c), at most 56
+        # bytes of spills (forward: 0-12 for gka, 40-56 for mesanet; BS = 32 spills 136-296;
+        # backward solve: 0-20). K = 64, BS = 32: no spills.
         return {"BK": next_pow2(K), "BV": 32, "BS": 16 if K > 64 else 32, "num_warps": 8, "num_stages": 1}
-    if kernel == "chunk_ridge_fwd":
+    if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve"):
         return {"BK": BK, "BV": BV, "BS": 64, **launch}  # BS: the whole chunk (clamped to its size)
-    if kernel in ("chunk_ridge_bwd_solve", "chunk_ridge_bwd_dk"):
+    if kernel == "chunk_ridge_bwd_dk":
         return {"BK": BK, "BV": BV, **launch}
     if kernel == "chunk_state_fwd":
         return {"BK": SK, "BX": 64, "num_warps": 4}
@@ -246,10 +246,17 @@ def _hblk(hcp, i, j, ck, K: tl.constexpr, BK: tl.constexpr):
 def _xkt(xp, kp, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
          INPUT_PRECISION: tl.constexpr):
     """X K^T ([BT, BT]) for two row sets stored [*, H, K], accumulated over column blocks."""
-    acc = tl.dot(_kblk(xp, 0, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, 0, rows, ck, nrows, H, K, BK)),
+    return _xkt_rc(xp, kp, rows, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+
+
+@triton.jit
+def _xkt_rc(xp, kp, rows, cols, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+            INPUT_PRECISION: tl.constexpr):
+    """X K^T ([rows, cols]): rows of X against rows `cols` of K, both stored [*, H, K]."""
+    acc = tl.dot(_kblk(xp, 0, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, 0, cols, ck, nrows, H, K, BK)),
                  input_precision=INPUT_PRECISION)
     for i in range(1, tl.cdiv(K, BK)):
-        acc += tl.dot(_kblk(xp, i, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, i, rows, ck, nrows, H, K, BK)),
+        acc += tl.dot(_kblk(xp, i, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, i, cols, ck, nrows, H, K, BK)),
                       input_precision=INPUT_PRECISION)
     return acc
 
