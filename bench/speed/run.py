@@ -204,21 +204,21 @@ def warm_in_workers(a) -> float:
     return time.time() - t0
 
 
-def merge_rows(path: Path, meta: dict, plan) -> list[dict]:
-    """The rows of the earlier run at ``path`` at shapes ``plan`` does not measure; records that run
-    in meta["merged"]. A run on another GPU, dtype or iteration count is refused."""
+def merge_rows(path: Path, want: dict, plan) -> tuple[list[dict], list[dict]]:
+    """(rows, record) of the earlier run at ``path``: its rows at shapes ``plan`` does not measure,
+    and the runs they came from. A run whose gpu, dtype or ridge_iters differ from ``want`` is refused
+    (before any compile)."""
     try:
         prev = json.loads(path.read_text())
         pm, prev_rows = prev["meta"], prev["rows"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"--merge {path}: not a `bench speed` JSON ({type(e).__name__}: {e})") from None
-    for field in ("gpu", "dtype", "ridge_iters"):
-        if pm.get(field) != meta[field]:
-            raise SystemExit(f"--merge {path}: its {field} is {pm.get(field)!r}, this run's {meta[field]!r}")
+    for field, value in want.items():
+        if pm.get(field) != value:
+            raise SystemExit(f"--merge {path}: its {field} is {pm.get(field)!r}, this run's {value!r}")
     shapes = {(c.K, c.T, c.B, c.H) for c in plan}
     kept = [r for r in prev_rows if (r["K"], r["T"], r["B"], r["H"]) not in shapes]
-    meta["merged"] = [{"command": pm["command"], "date": pm["date"], "rows": len(kept)}, *pm.get("merged", [])]
-    return kept
+    return kept, [{"command": pm["command"], "date": pm["date"], "rows": len(kept)}, *pm.get("merged", [])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(ops=a.ops, backends=backends, Ts=a.T, Ks=a.K, H=a.H, tokens=a.tokens,
                       fla=fla_version is not None, device=a.device)
     inputs = Inputs(DTYPES[a.dtype], a.device)
+    gpu = torch.cuda.get_device_name() if a.device == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    kept, merged = merge_rows(a.merge, {"gpu": gpu, "dtype": a.dtype, "ridge_iters": a.ridge_iters}, plan) \
+        if a.merge else ([], [])
 
     if a.warm_only and not a.compile_workers:
         for i, case in enumerate(plan, 1):
@@ -253,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.warm_only:
         return 0
 
-    gpu = torch.cuda.get_device_name() if a.device == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
     if a.device == "cuda":
         notes += [tuned.tuned_note(spec, gpu) for spec in backends]
     import triton
@@ -272,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "peaks_measured": measure.measured_peaks() if a.device == "cuda" else None,
         "env": {k: v for k, v in os.environ.items() if k.startswith(("TRITON_", "FLA_", "GKA_GEN_", "CUDA_VISIBLE"))},
         "compile_workers": a.compile_workers, "warm_up_s": warm_s, "notes": notes,
+        **({"merged": merged} if merged else {}),
     }
-    kept = merge_rows(a.merge, meta, plan) if a.merge else []
     stem = a.stem or (a.merge.stem if a.merge else None) or (
         f"speed_{re.sub(r'[^A-Za-z0-9]+', '_', gpu).strip('_')}_K{'-'.join(map(str, a.K))}" + ("_quick" if a.quick else ""))
     a.out.mkdir(parents=True, exist_ok=True)
