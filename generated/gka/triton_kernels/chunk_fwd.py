@@ -148,6 +148,20 @@ def _chunk_solve(bp, bscale, xo, w0, w1, w2, kp, hcp, lambp, c, D, Dc, eG, lam, 
 
 
 @triton.jit
+def chunk_norm_fwd_kernel(k, beta, gk, hc, lamb, nrm_out, cu_seqlens, chunk_indices, ridge_ratio,
+                          H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                          INPUT_PRECISION: tl.constexpr):
+    """||H_t||_F of every row of one chunk, once per chunk, for the row-block solves (each block
+    would otherwise redo the chunk's key norms k_j^T H_c k_j: a [BT, K] x [K, K] product)."""
+    i_t, i_h = tl.program_id(0), tl.program_id(1)
+    i_n, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
+    rows = tl.arange(0, BT)
+    sq = _chunk_operator(k, beta, gk, hc, lamb, nrm_out, t0, nrows, i_t, i_h, ridge_ratio, 0, H, K, BT, BK, BT,
+                         False, INPUT_PRECISION)[7]
+    tl.store(nrm_out + t0 * H + i_h + rows * H, tl.sqrt(sq), mask=rows < nrows)
+
+
+@triton.jit
 def chunk_ridge_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x_out, w0, w1, w2, nrm_out, o,
                            cu_seqlens, chunk_indices, scale, ridge_ratio, num_iter,
                            H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -169,10 +183,12 @@ def chunk_ridge_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x_out, w0,
     row0 = (t0 * H + i_h) * K
     kp = k + row0
     hcp = hc + (i_t * H + i_h) * K * K
+    # row blocks read the norms chunk_norm_fwd_kernel stored; a whole chunk computes and stores them
     c, D, Dc, eG, lam, mu, L, sq, live = _chunk_operator(
-        k, beta, gk, hc, lamb, nrm_out, t0, nrows, i_t, i_h, ridge_ratio, r0, H, K, BT, BK, BS, False,
+        k, beta, gk, hc, lamb, nrm_out, t0, nrows, i_t, i_h, ridge_ratio, r0, H, K, BT, BK, BS, BS < BT,
         INPUT_PRECISION)
-    tl.store(nrm_out + t0 * H + i_h + rows * H, tl.sqrt(sq), mask=rows < nrows)
+    if BS == BT:
+        tl.store(nrm_out + t0 * H + i_h + rows * H, tl.sqrt(sq), mask=rows < nrows)
     _chunk_solve(q + row0, tl.zeros([BS], dtype=tl.float32) + 1., x_out + row0, w0 + row0, w1 + row0, w2 + row0,
                  kp, hcp, lamb, c, D, Dc, eG, lam, mu, L, num_iter, rows, cols, ck, nrows, H, K,
                  BK, INPUT_PRECISION)
@@ -240,6 +256,9 @@ def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     nrm = q.new_empty(B, T, H, dtype=torch.float32)
     o = q.new_empty(B, T, H, V)
     w0, w1, w2 = solver_workspace(x, K, cfg["BK"], 1)
+    if cfg["BS"] < BT:
+        chunk_norm_fwd_kernel[(NT, H)](k, beta, gk, hc, lamb, nrm, cu, chunk_indices, float(ridge_ratio or 0.),
+                                       H=H, K=K, BT=BT, BK=min(32, cfg["BK"]), INPUT_PRECISION=ip, num_warps=8, num_stages=1)
     chunk_ridge_fwd_kernel[(NT * (BT // cfg["BS"]), H)](
         q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, w0, w1, w2, nrm, o, cu, chunk_indices,
         float(scale), float(ridge_ratio or 0.), int(num_iter),
