@@ -18,12 +18,9 @@ from collections import Counter
 from pathlib import Path
 
 from gka_gen.autotune import cache
+from gka_gen.autotune.tune import config_text
 
 STATUSES = ("ok", "mismatch", "error", "crash", "resources")
-
-
-def _cfg(cfg: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in cfg.items())
 
 
 def _ms(x) -> str:
@@ -73,8 +70,8 @@ def render_file(path: Path) -> list[str]:
                 seen = Counter(t["status"] for t in e.get("trials", ()))
                 gain = (f"{e['default_ms'] / e['ms']:.2f}x" if e.get("ms") and e.get("default_ms") else "-")
                 tally = ", ".join(f"{seen[s]} {s}" for s in STATUSES if seen[s])
-                lines.append(f"| {name} | {kernel} | {e['phase']} | {_cfg(e['default'])} | {_ms(e.get('default_ms'))} "
-                             f"| {_cfg(e['config'])} | {_ms(e.get('ms'))} | {gain} | "
+                lines.append(f"| {name} | {kernel} | {e['phase']} | {config_text(e['default'])} | {_ms(e.get('default_ms'))} "
+                             f"| {config_text(e['config'])} | {_ms(e.get('ms'))} | {gain} | "
                              f"{tally}{'' if e.get('done') else ' (search not finished)'} |")
             lines.append("")
         else:

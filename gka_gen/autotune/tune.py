@@ -187,8 +187,7 @@ def search(cands, run, time_it, reference, tol: float, deadline: float, tried=()
             try:
                 trial.update(_try(cfg, run, time_it, reference, tol))
             except Exception as e:  # noqa: BLE001 - OutOfResources, compile errors: skip the config
-                if context_lost(e):
-                    raise ContextLost(f"config {cfg}: {str(e).strip().splitlines()[0][:200]}") from e
+                raise_if_context_lost(e, f"config {cfg}")
                 trial.update(status="error", detail=f"{type(e).__name__}: {str(e).strip()[:300]}")
         trials.append(trial)
         if on_trial:
@@ -218,6 +217,12 @@ def context_lost(e: BaseException) -> bool:
     if "out of memory" in text:
         return False
     return type(e).__name__ == "AcceleratorError" or "CUDA error" in text
+
+
+def raise_if_context_lost(e: BaseException, where: str) -> None:
+    """ContextLost (from e) when e is a sticky CUDA fault, naming ``where`` it happened."""
+    if context_lost(e):
+        raise ContextLost(f"{where}: {str(e).strip().splitlines()[0][:200]}") from e
 
 
 def best_of(trials):
@@ -403,8 +408,7 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
         with lookup.overrides(name, defaults, backend):
             refs = {p: calls.phase(p)() for p in sorted({configs.phase(family, k, backend) for k in todo})}
     except Exception as e:  # noqa: BLE001 - the package itself fails here: nothing to compare against
-        if context_lost(e):
-            raise ContextLost(f"the default configs: {str(e).strip().splitlines()[0][:200]}") from e
+        raise_if_context_lost(e, "the default configs")
         echo(f"  {name} {shape.bucket}: the default configs fail ({type(e).__name__}: {e}); shape skipped")
         return
     tol = TOLERANCE[shape.dtype]
@@ -451,9 +455,14 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
         echo(gain_line(name, shape.bucket, backend, kernel, entries[kernel]))
 
 
+def config_text(cfg: dict) -> str:
+    """A launch config as `BK=32 num_warps=8` (the log, bench/tuned.py's page)."""
+    return " ".join(f"{k}={v}" for k, v in cfg.items())
+
+
 def gain_line(name: str, bucket: str, backend: str, kernel: str, entry: dict) -> str:
     """One kernel's outcome for the log: its config and the time of its call, default -> tuned."""
-    cfg = " ".join(f"{k}={v}" for k, v in entry["config"].items())
+    cfg = config_text(entry["config"])
     if entry.get("ms") is None or entry.get("default_ms") is None:
         return f"  {name} {bucket} {backend} {kernel}: {cfg} (nothing timed against the default)"
     return (f"  {name} {bucket} {backend} {kernel}: {cfg}, {entry['default_ms']:.3f} -> {entry['ms']:.3f} ms "
@@ -523,8 +532,7 @@ def race_shape(package, name, shape: Shape, table, path, device, backends, echo,
                             continue
                     done[phase] = round(bench(fn, device), 4)
             except Exception as e:  # noqa: BLE001 - a phase that fails is left out of the race
-                if context_lost(e):
-                    raise ContextLost(f"{backend} {phase}: {str(e).strip().splitlines()[0][:200]}") from e
+                raise_if_context_lost(e, f"{backend} {phase}")
                 echo(f"  {name} {shape.bucket} {backend} {phase}: {type(e).__name__}: {str(e).strip()[:300]}")
                 continue
             echo(f"  {name} {shape.bucket} {backend:8s} {phase:9s} {done[phase]:8.3f} ms")
@@ -560,6 +568,13 @@ def shape_text(shapes) -> str:
     return "; ".join(f"K={s.K} V={s.V} T={s.T} B={s.B} H={s.H} dtype={s.dtype}" for s in shapes)
 
 
+def autotune_command(spec_paths, backend: str, shapes, out: Path | None = None) -> list[str]:
+    """`gka-gen autotune` for these specs, backend and exactly these shapes, as a subprocess argv."""
+    cmd = [sys.executable, "-m", "gka_gen.cli", "autotune", *map(str, spec_paths), "--backend", backend,
+           "--shapes", shape_text(shapes)]
+    return cmd + (["--out", str(out)] if out is not None else [])
+
+
 def warm_caches(spec_paths, shapes, workers: int, echo=print) -> None:
     """Compile every kernel the race will time, in ``workers`` processes at once (one spec each,
     results thrown away): the race then loads them from Triton's and TileLang's disk caches and
@@ -571,8 +586,7 @@ def warm_caches(spec_paths, shapes, workers: int, echo=print) -> None:
 
     def one(path):
         with tempfile.TemporaryDirectory(prefix="gka-gen-warm-") as tmp:
-            r = subprocess.run([sys.executable, "-m", "gka_gen.cli", "autotune", str(path), "--backend", "tilelang",
-                                "--shapes", shape_text(shapes), "--out", tmp], capture_output=True, text=True)
+            r = subprocess.run(autotune_command([path], "tilelang", shapes, Path(tmp)), capture_output=True, text=True)
         return path, r.returncode, (r.stderr or r.stdout).strip().splitlines()[-1:] if r.returncode else []
 
     t0 = time.monotonic()
@@ -634,10 +648,7 @@ def _go_on_in_new_process(spec_paths, shapes, backend, deadline, out, jobs) -> b
     if restarts > MAX_RESTARTS:
         raise TuneError(f"the GPU faulted {MAX_RESTARTS} times in one run; the configs that did are marked "
                         "'crash' in the tuned file")
-    cmd = [sys.executable, "-m", "gka_gen.cli", "autotune", *map(str, spec_paths), "--backend", backend,
-           "--shapes", shape_text(shapes)]
-    if out is not None:
-        cmd += ["--out", str(out)]
+    cmd = autotune_command(spec_paths, backend, shapes, out)
     if jobs:
         cmd += ["--jobs", str(jobs)]
     if deadline != math.inf:
