@@ -37,10 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_SHARED = 232448  # bytes of shared memory per block (opt-in maximum) on sm_90 (H200 too)
-# Spill bytes (stores or loads, per thread) still counted as fitting: a few spilled words live in
-# L1 and cost next to nothing against a kernel's tile loads; hundreds of bytes (a [BT, K] tile that
-# did not fit registers) are what this guards against. 64: the ridge per-chunk kernels spill 0-56
-# bytes at K = V = 64, 128 and 256; every spill fixed so far was >= 200.
+# Spill bytes (stores or loads, per thread) the default configs may have (tests/test_resources.py):
+# a few spilled words live in L1 and cost next to nothing against a kernel's tile loads; hundreds of
+# bytes (a [BT, K] tile that did not fit registers) are what this guards against in a config chosen
+# without a GPU. 64: the ridge per-chunk kernels spill 0-56 bytes at K = V = 64, 128 and 256. The
+# search does not apply it: there the GPU's times decide (autotune/prefilter.py).
 MAX_SPILL = 64
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -171,11 +172,13 @@ def _capture_here(package, B, T, H, K, V, dtype, execute=False) -> list[Launch]:
     return list(launches.values())
 
 
-def _child(code: str, env_update: dict, timeout: float) -> str:
+def _child(code: str, env_update: dict, timeout: float, stdin: str | None = None) -> str:
+    """Run ``code`` in a fresh Python; its last line of stdout. Data goes in on ``stdin``: Linux caps
+    one argv string at 128 KiB, which a search's few hundred candidate launches pass."""
     env = {**os.environ, **env_update}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT), capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, input=stdin)
     if r.returncode != 0:
         raise RuntimeError(f"child process failed ({r.returncode}):\n{r.stderr[-4000:]}")
     return r.stdout.strip().splitlines()[-1]
@@ -266,10 +269,10 @@ def compile_all(captured: dict, *, arch=90, jobs=None, timeout=1800) -> list[Usa
     (Triton's cache makes repeats cheap)."""
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     items = [(p, asdict(x)) for p, v in captured.items() for x in v]
-    code = ("import json\nfrom dataclasses import asdict\nfrom gka_gen.resources import _compile_here, Launch\n"
-            f"items = [(p, Launch(**x)) for p, x in json.loads({json.dumps(json.dumps(items))})]\n"
+    code = ("import json, sys\nfrom dataclasses import asdict\nfrom gka_gen.resources import _compile_here, Launch\n"
+            "items = [(p, Launch(**x)) for p, x in json.load(sys.stdin)]\n"
             f"print(json.dumps([asdict(u) for u in _compile_here(items, {arch}, {jobs})]))")
-    out = json.loads(_child(code, {"TRITON_INTERPRET": "0"}, timeout))
+    out = json.loads(_child(code, {"TRITON_INTERPRET": "0"}, timeout, stdin=json.dumps(items)))
     return [Usage(**u) for u in out]
 
 

@@ -9,8 +9,10 @@ Fits: shared memory <= 232448 B (the H100's per-block opt-in maximum, what a lau
 against) and at most resources.MAX_SPILL (64) bytes of spill stores / loads per thread (why 64:
 see gka_gen/resources.py; `gka-gen autotune` drops candidates by the same rule).
 """
+import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,16 @@ def test_tool_catches_a_kernel_that_cannot_fit(tmp_path, monkeypatch):
     assert resources.check([big_u]) == [big_u]
     assert small_u.error is None and small_u.shared <= resources.H100_SHARED
     assert "NO" in resources.table([big_u])
+
+
+def test_a_search_sized_batch_reaches_the_compile_process():
+    """A tuning search hands compile_all a few hundred launches at once (mesanet at K = 128: about
+    1 MB of JSON), more than Linux lets one argv string hold (128 KiB). Launches of a module that
+    does not exist come back as per-launch errors without compiling anything, so the test is quick."""
+    pad = {f"P{i}": {"int": i} for i in range(60)}
+    launches = [resources.Launch("no_such_module_for_the_test", "k", [{"tensor": "float32"}], {**pad, "N": {"int": n}})
+                for n in range(600)]
+    assert len(json.dumps([asdict(x) for x in launches])) > 128 * 1024
+    usages = resources.compile_all({"synthetic": launches}, jobs=1)
+    assert len(usages) == 600
+    assert all(u.error and u.error.startswith("ModuleNotFoundError") for u in usages)

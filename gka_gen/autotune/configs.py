@@ -6,9 +6,10 @@ candidate is compiled and launched exactly as a tuned file would make it. Parame
 space keep their default value. The kernels are searched in the order listed: forward kernels
 first, since the backward recomputes with them.
 
-Sizes: at K = V = 128 a linear-family spec has 94 candidates per shape, a ridge one 113, before the
-resource filter drops those that cannot fit sm_90 (gka_gen.resources); each survivor costs one
-compile (in parallel, ahead of the timing, once per K / V / H / dtype) and one timed call.
+Sizes: at K = V = 128 a linear-family spec has 94 candidates per shape, a ridge one 161, before the
+resource filter drops those that cannot run on sm_90 (gka_gen.resources); each survivor costs one
+compile (in parallel, ahead of the timing, once per K / V / H / dtype) and one timed call. Within a
+kernel the candidates run in the order of the space's product (the default first).
 """
 from __future__ import annotations
 
@@ -27,9 +28,12 @@ SPACES = {
     },
     "ridge": {
         "chunk_state_fwd": ("fwd", {"BK": (32, 64), "BX": (32, 64), "num_warps": (4, 8)}),
-        "chunk_ridge_fwd": ("fwd", {"BK": (16, 32, 64), "BV": (32, 64), "num_warps": (4, 8), "num_stages": (1, 2)}),
-        "chunk_ridge_bwd_solve": ("bwd", {"BK": (16, 32, 64), "BV": (32, 64), "num_warps": (4, 8),
-                                          "num_stages": (1, 2)}),
+        # BK from the widest: the on-chip solves (BK >= K) come first, and were 2-4x faster than the
+        # K-tiled ones at K = 128 on the H200, so a search cut short by its budget has timed them
+        "chunk_ridge_fwd": ("fwd", {"BK": (128, 64, 32, 16), "BV": (32, 64), "BS": (16, 32, 64), "num_warps": (4, 8),
+                                    "num_stages": (1, 2)}),
+        "chunk_ridge_bwd_solve": ("bwd", {"BK": (128, 64, 32, 16), "BV": (32, 64), "BS": (16, 32, 64),
+                                          "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_dh_bwd": ("bwd", {"BK": (32, 64), "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_du_bwd": ("bwd", {"BK": (32, 64), "BV": (32, 64), "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_ridge_bwd_dk": ("bwd", {"BK": (16, 32, 64), "BV": (32, 64), "num_warps": (4, 8),
@@ -91,6 +95,12 @@ def candidates(family: str, kernel: str, K: int, V: int, default: dict, backend:
     out = [dict(default)]
     for values in itertools.product(*space.values()):
         cfg = {**default, **dict(zip(space, values))}
-        if all(_fits_axis(p, v, K, V) for p, v in cfg.items()) and cfg not in out:
+        if all(_fits_axis(p, v, K, V) for p, v in cfg.items()) and not _redundant(cfg, K) and cfg not in out:
             out.append(cfg)
     return out
+
+
+def _redundant(cfg: dict, K: int) -> bool:
+    """A ridge solve config whose row block the launcher overrides: the K-tiled solver (BK < K)
+    takes whole chunks, so its BS < 64 would run (and be timed) as BS = 64 again."""
+    return cfg.get("BS", 64) < 64 and cfg.get("BK", K) < K

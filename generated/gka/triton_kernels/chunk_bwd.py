@@ -17,8 +17,9 @@ import triton
 import triton.language as tl
 
 from .chunk_fwd import _chunk_operator, _chunk_solve, chunk_state_fwd, solver_workspace
-from .common import (_chunk_bounds, _cum_gate, _decay_mask, _hblk, _kblk, _last, _rows, _store_kblk, _store_tile,
-                     _tile, _xh, _xkt, dot_precision, launch_config, prepare_chunks)
+from .common import (_chunk_bounds, _cum_gate, _decay_mask, _decay_mask_rc, _hblk, _kblk, _last, _pick, _rows,
+                     _store_kblk, _store_tile, _tile, _xh, _xkt, _xkt_rc, dot_precision, launch_config,
+                     prepare_chunks)
 
 
 @triton.jit
@@ -48,18 +49,23 @@ def chunk_ridge_bwd_solve_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, n
                                  dq, dalpha, y_out, wb, w0, w1, w2, w_out, dgh_out, dgu_out,
                                  cu_seqlens, chunk_indices, scale, ridge_ratio, num_iter,
                                  H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                                 BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                                 BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BS: tl.constexpr,
                                  INPUT_PRECISION: tl.constexpr):
-    """Per (chunk, head), on [BT, BK] column blocks of the K axis:
+    """Per (block of BS rows of a chunk, head), on [BS, BK] column blocks of the K axis (row t needs
+    only its own rows and the chunk's keys and values, as in the forward):
         dqm_t = scale U_t do_t = scale (e^{Gu_t} U_c do_t + sum_j Du_tj c_j k_j (v_j . do_t))
         y_t = A_t^{-1} dx_t,  dx = alpha dqm,  dalpha = dqm . (x - q),  dq = (1 - alpha) dqm + y
     and the local parts of the gate gradients, <dH_t^loc, H_t> and <dU_t^loc, U_t>:
         dgh_t = -y_t^T H_t x_t - w_t ||H_t||^2,   dgu_t = qm_t . dqm_t.
     wb: fp32 slot for dqm (the solve's right-hand side); w0..w2: the tiled solver's workspace."""
-    i_t, i_h = tl.program_id(0), tl.program_id(1)
+    NR: tl.constexpr = BT // BS
+    i_t, i_h = tl.program_id(0) // NR, tl.program_id(1)
+    r0 = tl.program_id(0) % NR * BS
     i_n, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
     NK: tl.constexpr = (K + BK - 1) // BK
-    rows = tl.arange(0, BT)
+    tl.static_assert(NK == 1 or BS == BT, "the K-tiled solver works on whole chunks")
+    rows = r0 + tl.arange(0, BS)
+    cols = tl.arange(0, BT)
     ck = tl.arange(0, BK)
     cv = tl.arange(0, BV)
     valid = rows < nrows
@@ -67,28 +73,29 @@ def chunk_ridge_bwd_solve_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, n
     kp = k + row0
     hcp = hc + (i_t * H + i_h) * K * K
     c, D, Dc, eG, lam, mu, L, sq, live = _chunk_operator(
-        k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio, H, K, BT, BK, True, INPUT_PRECISION)
-    Gu = _gate(g, t0, i_h, rows, nrows, H, BT, True)
-    eGu = tl.where(valid, tl.exp(Gu), 0.)
+        k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio, r0, H, K, BT, BK, BS, True, INPUT_PRECISION)
+    Gu = _gate(g, t0, i_h, cols, nrows, H, BT, True)
+    Gur = _pick(Gu, rows, cols)
+    eGu = tl.where(valid, tl.exp(Gur), 0.)
 
     # dqm = scale (e^{Gu} dO U_c^T + ((dO V^T) . Du . c) K), one K block at a time (stored in wb)
-    b_dov = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dov = tl.zeros([BS, BT], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         b_do = _tile(do + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)
-        b_v = _tile(v + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)
+        b_v = _tile(v + (t0 * H + i_h) * V + i_v * BV, cols, cv, H * V, nrows, V - i_v * BV)
         b_dov += tl.dot(b_do, tl.trans(b_v), input_precision=INPUT_PRECISION)
-    b_dov = b_dov * _decay_mask(Gu, rows, nrows) * c[None, :]
+    b_dov = b_dov * _decay_mask_rc(Gur, Gu, rows, cols, nrows) * c[None, :]
     b_a = _rows(alpha + t0 * H + i_h, rows, H, nrows, 0.)
-    b_dal = tl.zeros([BT], dtype=tl.float32)
-    b_dgu = tl.zeros([BT], dtype=tl.float32)
+    b_dal = tl.zeros([BS], dtype=tl.float32)
+    b_dgu = tl.zeros([BS], dtype=tl.float32)
     for j in range(NK):
-        b_dou = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dou = tl.zeros([BS, BK], dtype=tl.float32)
         for i_v in range(0, tl.cdiv(V, BV)):
             b_do = _tile(do + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, V - i_v * BV)
             b_uc = _tile(uc + (i_t * H + i_h) * K * V + j * BK * V + i_v * BV, ck, cv, V, K - j * BK, V - i_v * BV)
             b_dou += tl.dot(b_do, tl.trans(b_uc), input_precision=INPUT_PRECISION)
         b_dqm = scale * (eGu[:, None] * b_dou
-                         + tl.dot(b_dov, _kblk(kp, j, rows, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION))
+                         + tl.dot(b_dov, _kblk(kp, j, cols, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION))
         _store_kblk(wb + row0, b_dqm, j, rows, ck, nrows, H, K, BK)
         b_x = _kblk(x + row0, j, rows, ck, nrows, H, K, BK)
         b_q = _kblk(q + row0, j, rows, ck, nrows, H, K, BK)
@@ -100,20 +107,20 @@ def chunk_ridge_bwd_solve_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, n
 
     # the adjoint solve: same operator, same bounds, so (Chebyshev) exactly p_r(A) dx
     _chunk_solve(wb + row0, b_a, y_out + row0, w0 + row0,
-                 w1 + row0, w2 + row0, kp, hcp, lamb, c, D, Dc, eG, lam, mu, L, num_iter, rows, ck, nrows,
-                 H, K, BK, INPUT_PRECISION)
+                 w1 + row0, w2 + row0, kp, hcp, lamb, c, D, Dc, eG, lam, mu, L, num_iter, rows, cols, ck,
+                 nrows, H, K, BK, INPUT_PRECISION)
 
     # dq, and H_t x_t by the chunked operator without its ridge term (exact, also for inexact solves)
-    P = _xkt(x + row0, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION) * Dc
-    b_dgh = tl.zeros([BT], dtype=tl.float32)
-    b_xy = tl.zeros([BT], dtype=tl.float32)
+    P = _xkt_rc(x + row0, kp, rows, cols, ck, nrows, H, K, BK, INPUT_PRECISION) * Dc
+    b_dgh = tl.zeros([BS], dtype=tl.float32)
+    b_xy = tl.zeros([BS], dtype=tl.float32)
     for j in range(NK):
         b_y = tl.where(live[:, None], _kblk(y_out + row0, j, rows, ck, nrows, H, K, BK), 0.)
         _store_kblk(y_out + row0, b_y, j, rows, ck, nrows, H, K, BK)
         b_dq = (1. - b_a)[:, None] * _kblk(wb + row0, j, rows, ck, nrows, H, K, BK) + b_y
         _store_kblk(dq + row0, b_dq, j, rows, ck, nrows, H, K, BK)
         b_hx = eG[:, None] * _xh(x + row0, hcp, j, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
-        b_hx += tl.dot(P, _kblk(kp, j, rows, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION)
+        b_hx += tl.dot(P, _kblk(kp, j, cols, ck, nrows, H, K, BK), input_precision=INPUT_PRECISION)
         b_dgh -= tl.sum(b_y * b_hx, 1)
         b_xy += tl.sum(_kblk(x + row0, j, rows, ck, nrows, H, K, BK) * b_y, 1)
     # lambda path: lam_t = ratio ||H_t||_F, d lam / d H_t = ratio H_t / ||H_t||_F, d lam = -(x . y)
@@ -339,10 +346,11 @@ def chunk_ridge_bwd_dk_kernel(q, k, v, g, gk, beta, alpha, hc, uc, dhe, due, x, 
 
 
 def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state, cu_seqlens,
-              do, dht, saved, chunk_size=64, BK=None):
+              do, dht, saved, chunk_size=64, BK=None, BS=None):
     """Returns (dq, dk, dv, dg, dgk, dbeta, dalpha, dlamb, dh0); None for inputs the variant lacks
     (dh0 None without an initial state). dq, dk, dv in the inputs' dtypes, gate grads fp32 cast back.
-    BK: forces the K block of the per-chunk kernels (tests of the K-tiled path at small K)."""
+    BK, BS: force the K block of the per-chunk kernels and the adjoint solve's rows per program
+    (tests of both paths at small K)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     q, k, v, do = q.contiguous(), k.contiguous(), v.contiguous(), do.contiguous()
@@ -355,6 +363,8 @@ def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
         cfg = launch_config(kernel, q, K, V, Tn)
         if BK and kernel in ("chunk_ridge_bwd_solve", "chunk_ridge_bwd_dk"):
             cfg["BK"] = BK
+        if BS and kernel == "chunk_ridge_bwd_solve":
+            cfg["BS"] = BS
         return cfg
 
     h0_kk, h0_kv = initial_state if initial_state is not None else (None, None)
@@ -374,8 +384,9 @@ def chunk_bwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     dgu = q.new_empty(B, T, H, **f32)
     wb = torch.empty_like(y)  # dqm, the adjoint solve's right-hand side
     cfg = config("chunk_ridge_bwd_solve")
+    cfg["BS"] = min(cfg["BS"], BT) if cfg["BK"] >= K else BT  # row blocks: the on-chip solver only
     w0, w1, w2 = solver_workspace(y, K, cfg["BK"], 1)
-    chunk_ridge_bwd_solve_kernel[(NT, H)](
+    chunk_ridge_bwd_solve_kernel[(NT * (BT // cfg["BS"]), H)](
         q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, nrm, do, dq, dalpha, y, wb, w0, w1, w2, w, dgh, dgu,
         cu, chunk_indices, float(scale), float(ridge_ratio or 0.), int(num_iter),
         H=H, K=K, V=V, BT=BT, INPUT_PRECISION=ip, **cfg)

@@ -11,9 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (FRO_TINY, _chunk_bounds, _cum_gate, _decay_mask, _hblk, _kblk, _lam_blk, _last, _rows,
-                     _solve, _solve_tiled, _store_kblk, _store_tile, _tile, _xh, _xkt, dot_precision, launch_config,
-                     next_pow2, prepare_chunks)
+from .common import (FRO_TINY, _chunk_bounds, _cum_gate, _decay_mask_rc, _hblk, _kblk, _lam_blk, _last, _pick,
+                     _rows, _solve, _solve_tiled, _store_kblk, _store_tile, _tile, _xh, _xkt, dot_precision,
+                     launch_config, next_pow2, prepare_chunks)
 
 
 @triton.jit
@@ -75,8 +75,8 @@ def chunk_state_fwd(k, x, beta, g, h0, output_final_state, cu, chunk_offsets, N,
 
 
 @triton.jit
-def _chunk_operator(k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio,
-                    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+def _chunk_operator(k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio, r0,
+                    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BS: tl.constexpr,
                     LOAD_NRM: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Everything the solver needs about A_t = H_t + Lambda_t for the rows of one chunk except the
     [BT, K] and [K, K] operands themselves (read block by block where used), and the per-token
@@ -84,30 +84,33 @@ def _chunk_operator(k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio
     and H_c the chunk-start state (H_c symmetric):
         ||H_t||^2 = ||sum_j D_tj c_j k_j k_j^T||^2 + e^{2G_t} ||H_c||^2 + 2 e^{G_t} sum_j D_tj c_j k_j^T H_c k_j
     and the first term is sum_{i,j} Dc_ti Dc_tj (k_i.k_j)^2 = rowsum(Dc . (Dc P)), P = (K K^T)^2.
-    Returns (c, D, Dc = D c^T, e^G, lam, mu, L, ||H_t||^2, live); lam is [BT, 1] (fro_ratio) or
-    unused (per-channel lamb: read per column block by _lam_blk)."""
-    rows = tl.arange(0, BT)
+    Rows t are the BS rows from r0 (the whole chunk when BS = BT), columns j all BT of the chunk's
+    keys. Returns (c [BT], D and Dc = D c^T [BS, BT], e^G, lam, mu, L, ||H_t||^2, live: [BS]); lam
+    is [BS, 1] (fro_ratio) or unused (per-channel lamb: read per column block by _lam_blk)."""
+    rows = r0 + tl.arange(0, BS)
+    cols = tl.arange(0, BT)
     ck = tl.arange(0, BK)
     valid = rows < nrows
     kp = k + (t0 * H + i_h) * K
     hcp = hc + (i_t * H + i_h) * K * K
-    c = _rows(beta + t0 * H + i_h, rows, H, nrows, 0.)
-    G = _cum_gate(gk + t0 * H + i_h, rows, H, nrows)
-    D = _decay_mask(G, rows, nrows)
-    eG = tl.where(valid, tl.exp(G), 0.)
+    c = _rows(beta + t0 * H + i_h, cols, H, nrows, 0.)
+    G = _cum_gate(gk + t0 * H + i_h, cols, H, nrows)
+    Gr = _pick(G, rows, cols)
+    D = _decay_mask_rc(Gr, G, rows, cols, nrows)
+    eG = tl.where(valid, tl.exp(Gr), 0.)
     Dc = D * c[None, :]
     if LOAD_NRM:
         # backward: the forward stored ||H_t||_F, so the solve sees exactly the same bounds
         sq = _rows(nrm + t0 * H + i_h, rows, H, nrows, 0.)
         sq = sq * sq
     else:
-        kk = _xkt(kp, kp, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+        kk = _xkt(kp, kp, cols, ck, nrows, H, K, BK, INPUT_PRECISION)
         sq = tl.sum(Dc * tl.dot(Dc, kk * kk, input_precision=INPUT_PRECISION), 1)
         z = tl.zeros([BT], dtype=tl.float32)
         hsq = 0.
         for j in range(tl.cdiv(K, BK)):
-            z += tl.sum(_xh(kp, hcp, j, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
-                        * _kblk(kp, j, rows, ck, nrows, H, K, BK), 1)
+            z += tl.sum(_xh(kp, hcp, j, cols, ck, nrows, H, K, BK, INPUT_PRECISION)
+                        * _kblk(kp, j, cols, ck, nrows, H, K, BK), 1)
             for i in range(tl.cdiv(K, BK)):
                 b_h = _hblk(hcp, i, j, ck, K, BK)
                 hsq += tl.sum(tl.sum(b_h * b_h, 1), 0)
@@ -120,18 +123,20 @@ def _chunk_operator(k, beta, gk, hc, lamb, nrm, t0, nrows, i_t, i_h, ridge_ratio
         b_l = tl.load(lamb + i_h * K + j * BK + ck, mask=j * BK + ck < K, other=0.).to(tl.float32)
         lmin = tl.minimum(lmin, tl.min(tl.where(j * BK + ck < K, b_l, float("inf")), 0))
         lmax = tl.maximum(lmax, tl.max(b_l, 0))
-    mu = tl.zeros([BT], dtype=tl.float32) + lmin
+    mu = tl.zeros([BS], dtype=tl.float32) + lmin
     return c, D, Dc, eG, mu[:, None], mu, lmax + tl.sqrt(sq), sq, valid
 
 
 @triton.jit
-def _chunk_solve(bp, bscale, xo, w0, w1, w2, kp, hcp, lambp, c, D, Dc, eG, lam, mu, L, num_iter, rows, ck, nrows,
-                 H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """x_t = A_t^{-1} b_t for the chunk's rows, b = bscale * (rows at bp); the result is stored
-    (fp32, unmasked) at xo and visible to the whole block on return. K <= BK: one tile, every
-    step on-chip (_solve); else the K-tiled solver with workspace slots w0..w2."""
+def _chunk_solve(bp, bscale, xo, w0, w1, w2, kp, hcp, lambp, c, D, Dc, eG, lam, mu, L, num_iter, rows, cols, ck,
+                 nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """x_t = A_t^{-1} b_t for rows t of the chunk (cols: all of its rows, the keys), b = bscale *
+    (rows at bp); the result is stored (fp32, unmasked) at xo and visible to the whole block on
+    return. K <= BK: one tile, every step on-chip (_solve; the rows may be a block of the chunk's,
+    since A_t acts on row t alone); else the K-tiled solver with workspace slots w0..w2, which
+    needs rows = cols."""
     if K <= BK:
-        b_k = _kblk(kp, 0, rows, ck, nrows, H, K, BK)
+        b_k = _kblk(kp, 0, cols, ck, nrows, H, K, BK)
         b_hc = _hblk(hcp, 0, 0, ck, K, BK)
         lam1 = _lam_blk(lam, lambp, 0, ck, K, BK)
         # Jacobi guess needs diag(A_t) = e^{G_t} diag(H_c) + Dc (K . K) + lamb (1 on padded columns)
@@ -143,48 +148,72 @@ def _chunk_solve(bp, bscale, xo, w0, w1, w2, kp, hcp, lambp, c, D, Dc, eG, lam, 
         b_x = _solve(b, b_hc, b_k, b_k * c[:, None], D, eG, lam1, s1, s2, num_iter, INPUT_PRECISION)
         _store_kblk(xo, b_x, 0, rows, ck, nrows, H, K, BK)
     else:
-        _solve_tiled(bp, bscale, xo, w0, w1, w2, kp, hcp, Dc, eG, lam, lambp, mu, L, num_iter, rows, ck, nrows,
+        _solve_tiled(bp, bscale, xo, w0, w1, w2, kp, hcp, Dc, eG, lam, lambp, mu, L, num_iter, cols, ck, nrows,
                      H, K, BK, INPUT_PRECISION)
     tl.debug_barrier()
+
+
+@triton.jit
+def chunk_norm_fwd_kernel(k, beta, gk, hc, lamb, nrm_out, cu_seqlens, chunk_indices, ridge_ratio,
+                          H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                          INPUT_PRECISION: tl.constexpr):
+    """||H_t||_F of every row of one chunk, once per chunk, for the row-block solves (each block
+    would otherwise redo the chunk's key norms k_j^T H_c k_j: a [BT, K] x [K, K] product)."""
+    i_t, i_h = tl.program_id(0), tl.program_id(1)
+    i_n, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
+    rows = tl.arange(0, BT)
+    sq = _chunk_operator(k, beta, gk, hc, lamb, nrm_out, t0, nrows, i_t, i_h, ridge_ratio, 0, H, K, BT, BK, BT,
+                         False, INPUT_PRECISION)[7]
+    tl.store(nrm_out + t0 * H + i_h + rows * H, tl.sqrt(sq), mask=rows < nrows)
 
 
 @triton.jit
 def chunk_ridge_fwd_kernel(q, k, v, g, gk, beta, alpha, lamb, hc, uc, x_out, w0, w1, w2, nrm_out, o,
                            cu_seqlens, chunk_indices, scale, ridge_ratio, num_iter,
                            H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                           BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                           BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BS: tl.constexpr,
                            INPUT_PRECISION: tl.constexpr):
-    """One program per (chunk, head): norms, the fused solve, and the readout over V tiles,
-    all on [BT, BK] column blocks of the K axis (w0..w2: the tiled solver's workspace)."""
-    i_t, i_h = tl.program_id(0), tl.program_id(1)
+    """One program per (block of BS rows of a chunk, head): norms, the fused solve, and the
+    readout over V tiles, on [BS, BK] column blocks of the K axis (w0..w2: the tiled solver's
+    workspace; that solver takes whole chunks, BS = BT). Every quantity of row t depends on row t
+    and the chunk's keys alone, so a block of rows needs no other program's."""
+    NR: tl.constexpr = BT // BS
+    i_t, i_h = tl.program_id(0) // NR, tl.program_id(1)
+    r0 = tl.program_id(0) % NR * BS
     i_n, t0, nrows = _chunk_bounds(cu_seqlens, chunk_indices, i_t, BT)
     NK: tl.constexpr = (K + BK - 1) // BK
-    rows = tl.arange(0, BT)
+    tl.static_assert(NK == 1 or BS == BT, "the K-tiled solver works on whole chunks")
+    rows = r0 + tl.arange(0, BS)
+    cols = tl.arange(0, BT)
     ck = tl.arange(0, BK)
     row0 = (t0 * H + i_h) * K
     kp = k + row0
     hcp = hc + (i_t * H + i_h) * K * K
+    # row blocks read the norms chunk_norm_fwd_kernel stored; a whole chunk computes and stores them
     c, D, Dc, eG, lam, mu, L, sq, live = _chunk_operator(
-        k, beta, gk, hc, lamb, nrm_out, t0, nrows, i_t, i_h, ridge_ratio, H, K, BT, BK, False, INPUT_PRECISION)
-    tl.store(nrm_out + t0 * H + i_h + rows * H, tl.sqrt(sq), mask=rows < nrows)
-    _chunk_solve(q + row0, tl.zeros([BT], dtype=tl.float32) + 1., x_out + row0, w0 + row0, w1 + row0, w2 + row0,
-                 kp, hcp, lamb + i_h * K, c, D, Dc, eG, lam, mu, L, num_iter, rows, ck, nrows, H, K, BK,
-                 INPUT_PRECISION)
+        k, beta, gk, hc, lamb, nrm_out, t0, nrows, i_t, i_h, ridge_ratio, r0, H, K, BT, BK, BS, BS < BT,
+        INPUT_PRECISION)
+    if BS == BT:
+        tl.store(nrm_out + t0 * H + i_h + rows * H, tl.sqrt(sq), mask=rows < nrows)
+    _chunk_solve(q + row0, tl.zeros([BS], dtype=tl.float32) + 1., x_out + row0, w0 + row0, w1 + row0, w2 + row0,
+                 kp, hcp, lamb + i_h * K, c, D, Dc, eG, lam, mu, L, num_iter, rows, cols, ck, nrows, H, K,
+                 BK, INPUT_PRECISION)
 
     # readout with U's own gate: o = scale (e^{Gu} Qm U_c + ((Qm K^T) . Du . c) V)
-    Gu = _cum_gate(g + t0 * H + i_h, rows, H, nrows)
-    eGu = tl.where(rows < nrows, tl.exp(Gu), 0.)
-    A_o = tl.zeros([BT, BT], dtype=tl.float32)
+    Gu = _cum_gate(g + t0 * H + i_h, cols, H, nrows)
+    Gur = _pick(Gu, rows, cols)
+    eGu = tl.where(rows < nrows, tl.exp(Gur), 0.)
+    A_o = tl.zeros([BS, BT], dtype=tl.float32)
     for j in range(NK):
         b_x = tl.where(live[:, None], _kblk(x_out + row0, j, rows, ck, nrows, H, K, BK), 0.)
         _store_kblk(x_out + row0, b_x, j, rows, ck, nrows, H, K, BK)
         b_qm = b_x
-        A_o += tl.dot(b_qm, tl.trans(_kblk(kp, j, rows, ck, nrows, H, K, BK)), input_precision=INPUT_PRECISION)
-    A_o = A_o * _decay_mask(Gu, rows, nrows) * c[None, :]
+        A_o += tl.dot(b_qm, tl.trans(_kblk(kp, j, cols, ck, nrows, H, K, BK)), input_precision=INPUT_PRECISION)
+    A_o = A_o * _decay_mask_rc(Gur, Gu, rows, cols, nrows) * c[None, :]
     cv = tl.arange(0, BV)
     for i_v in range(0, tl.cdiv(V, BV)):
         nv = V - i_v * BV
-        b_o = tl.dot(A_o, _tile(v + (t0 * H + i_h) * V + i_v * BV, rows, cv, H * V, nrows, nv),
+        b_o = tl.dot(A_o, _tile(v + (t0 * H + i_h) * V + i_v * BV, cols, cv, H * V, nrows, nv),
                      input_precision=INPUT_PRECISION)
         for j in range(NK):
             b_x = tl.where(live[:, None], _kblk(x_out + row0, j, rows, ck, nrows, H, K, BK), 0.)
@@ -203,10 +232,10 @@ def solver_workspace(x, K, BK, n):
 
 
 def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, initial_state,
-              output_final_state, cu_seqlens, chunk_size=64, BK=None):
+              output_final_state, cu_seqlens, chunk_size=64, BK=None, BS=None):
     """Returns (o [B,T,H,V] in q's dtype, (h_kk [N,H,K,K], h_kv [N,H,K,V]) fp32 or None, saved).
     saved = {"x": ridge solution fp32 [B,T,H,K], "nrm": ||H_t||_F fp32 [B,T,H]} for chunk_bwd.
-    BK: forces the K block of the solve (tests of the K-tiled path at small K)."""
+    BK, BS: force the K block of the solve and the rows per program (tests of both paths)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -222,11 +251,18 @@ def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     cfg = launch_config("chunk_ridge_fwd", q, K, V, Tn)
     if BK:
         cfg["BK"] = BK
+    if BS:
+        cfg["BS"] = BS
+    # row blocks only for the on-chip solver (the K-tiled one works on whole chunks)
+    cfg["BS"] = min(cfg["BS"], BT) if cfg["BK"] >= K else BT
     x = q.new_empty(B, T, H, K, dtype=torch.float32)
     nrm = q.new_empty(B, T, H, dtype=torch.float32)
     o = q.new_empty(B, T, H, V)
     w0, w1, w2 = solver_workspace(x, K, cfg["BK"], 3)
-    chunk_ridge_fwd_kernel[(NT, H)](
+    if cfg["BS"] < BT:
+        chunk_norm_fwd_kernel[(NT, H)](k, beta, gk, hc, lamb, nrm, cu, chunk_indices, float(ridge_ratio or 0.),
+                                       H=H, K=K, BT=BT, BK=min(32, cfg["BK"]), INPUT_PRECISION=ip, num_warps=8, num_stages=1)
+    chunk_ridge_fwd_kernel[(NT * (BT // cfg["BS"]), H)](
         q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, w0, w1, w2, nrm, o, cu, chunk_indices,
         float(scale), float(ridge_ratio or 0.), int(num_iter),
         H=H, K=K, V=V, BT=BT, INPUT_PRECISION=ip, **cfg)

@@ -84,7 +84,16 @@ def default_config(kernel: str, K: int, V: int) -> dict:
     BV = min(64, max(16, next_pow2(V)))
     SK = min(64, max(16, next_pow2(K)))
     launch = {"num_warps": 8 if tiled else 4, "num_stages": 1 if tiled else 3}
-    if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve", "chunk_ridge_bwd_dk"):
+    if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve") and 32 < K <= 128:
+        # The solves stay on chip up to K = 128 by taking BS of a chunk's rows per program (A_t acts
+        # on row t alone; the forward's norms come from chunk_norm_fwd, once per chunk). K = 128,
+        # BS = 16, 8 warps: 72-104 KB of shared memory (H_c); forward 178 (gka) / 231 (mesanet)
+        # registers and no spills (BS = 32: mesanet spills 116-120 bytes), backward solve 0-20 bytes
+        # of spills. K = 64, BS = 32: no spills.
+        return {"BK": next_pow2(K), "BV": 32, "BS": 16 if K > 64 else 32, "num_warps": 8, "num_stages": 1}
+    if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve"):
+        return {"BK": BK, "BV": BV, "BS": 64, **launch}  # BS: the whole chunk (clamped to its size)
+    if kernel == "chunk_ridge_bwd_dk":
         return {"BK": BK, "BV": BV, **launch}
     if kernel == "chunk_state_fwd":
         return {"BK": SK, "BX": 64, "num_warps": 4}
@@ -177,10 +186,23 @@ def _last(x, rows, nrows):
 
 @triton.jit
 def _decay_mask(G, rows, nrows):
-    """D[t, j] = exp(G_t - G_j) for j <= t < nrows, else 0. The exponent is masked before exp:
-    for j > t it would be positive and could overflow (g ~ -20 per token), and inf * 0 = NaN."""
-    m = (rows[:, None] >= rows[None, :]) & (rows[:, None] < nrows)
-    return tl.where(m, tl.exp(tl.where(m, G[:, None] - G[None, :], 0.)), 0.)
+    """D[t, j] = exp(G_t - G_j) for j <= t < nrows, else 0, over the chunk's rows."""
+    return _decay_mask_rc(G, G, rows, rows, nrows)
+
+
+@triton.jit
+def _decay_mask_rc(Gr, Gc, rows, cols, nrows):
+    """D[i, j] = exp(Gr_i - Gc_j) for cols_j <= rows_i < nrows, else 0: some rows of the chunk
+    (gates Gr) against all of its columns (gates Gc). The exponent is masked before exp: for
+    j > t it would be positive and could overflow (g ~ -20 per token), and inf * 0 = NaN."""
+    m = (rows[:, None] >= cols[None, :]) & (rows[:, None] < nrows)
+    return tl.where(m, tl.exp(tl.where(m, Gr[:, None] - Gc[None, :], 0.)), 0.)
+
+
+@triton.jit
+def _pick(v, rows, cols):
+    """v[rows] of a vector v over cols (register tensors cannot be indexed: a one-hot sum, exact)."""
+    return tl.sum(tl.where(rows[:, None] == cols[None, :], v[None, :], 0.), 1)
 
 
 @triton.jit
@@ -225,10 +247,17 @@ def _hblk(hcp, i, j, ck, K: tl.constexpr, BK: tl.constexpr):
 def _xkt(xp, kp, rows, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
          INPUT_PRECISION: tl.constexpr):
     """X K^T ([BT, BT]) for two row sets stored [*, H, K], accumulated over column blocks."""
-    acc = tl.dot(_kblk(xp, 0, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, 0, rows, ck, nrows, H, K, BK)),
+    return _xkt_rc(xp, kp, rows, rows, ck, nrows, H, K, BK, INPUT_PRECISION)
+
+
+@triton.jit
+def _xkt_rc(xp, kp, rows, cols, ck, nrows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+            INPUT_PRECISION: tl.constexpr):
+    """X K^T ([rows, cols]): rows of X against rows `cols` of K, both stored [*, H, K]."""
+    acc = tl.dot(_kblk(xp, 0, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, 0, cols, ck, nrows, H, K, BK)),
                  input_precision=INPUT_PRECISION)
     for i in range(1, tl.cdiv(K, BK)):
-        acc += tl.dot(_kblk(xp, i, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, i, rows, ck, nrows, H, K, BK)),
+        acc += tl.dot(_kblk(xp, i, rows, ck, nrows, H, K, BK), tl.trans(_kblk(kp, i, cols, ck, nrows, H, K, BK)),
                       input_precision=INPUT_PRECISION)
     return acc
 
