@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk_fwd import chunk_intra_fwd, chunk_state_fwd, chunk_cumsum
+from .chunk_fwd import chunk_intra_fwd, chunk_log_decays, chunk_state_fwd
 from .common import (BC_DEFAULT, _chunk_bounds, _dot, _col_apply, _row_apply, _store_tile, _tile, dot_precision,
                      launch_config, prepare_chunks, state_scan_config, _dot32)
 
@@ -256,7 +256,7 @@ def chunk_bwd(q, k, v, g, beta, scale, initial_state, cu_seqlens, do, dht, saved
     ip = dot_precision(q, k, v, do)
     g_cum = saved.get("g_cum") if saved else None
     if g_cum is None:
-        g_cum = torch.zeros(B, T, H, dtype=torch.float32, device=q.device)
+        g_cum = chunk_log_decays(g, q, cu, chunk_indices, NT, BT)
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
     intra = saved.get("intra") if saved else None
     if intra is None:

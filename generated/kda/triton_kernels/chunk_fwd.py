@@ -45,6 +45,11 @@ def chunk_cumsum(g, cu, chunk_indices, NT, BT, reverse=False):
     return out
 
 
+def chunk_log_decays(g, q, cu, chunk_indices, NT, BT):
+    """The in-chunk cumulative log decays the kernels read, fp32, shaped like g."""
+    return chunk_cumsum(g, cu, chunk_indices, NT, BT)
+
+
 @triton.jit
 def chunk_intra_fwd_kernel(q, k, v, g_cum, beta, w, u, Aqk, Tm, Gm, cu_seqlens, chunk_indices,
                            H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
@@ -272,7 +277,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seq
         initial_state = initial_state.float().contiguous()
     cu, chunk_indices, chunk_offsets, N, NT = prepare_chunks(cu_seqlens, B, T, BT, q.device)
     ip = dot_precision(q, k, v)
-    g_cum = chunk_cumsum(g, cu, chunk_indices, NT, BT)
+    g_cum = chunk_log_decays(g, q, cu, chunk_indices, NT, BT)
     Tn = B * T // N  # tokens per sequence: the tuned configs' shape bucket
     intra = chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip,
                             launch_config("chunk_intra_fwd", q, K, V, Tn))
