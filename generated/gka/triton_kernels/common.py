@@ -206,15 +206,34 @@ def _pick(v, rows, cols):
 
 
 @triton.jit
-def _apply_A(y, hc, k, kc, D, eG, lam, INPUT_PRECISION: tl.constexpr):
+def _scaled16(x):
+    """(x / s in fp16, s) with s = max |x| (1 for x = 0). fp16 keeps the 10-bit mantissa of the TF32
+    products it stands in for, at twice their tensor-core rate and half the footprint; dividing by
+    the largest entry keeps every value inside fp16's range whatever the scale of the keys."""
+    s = tl.max(tl.max(tl.abs(x), 1), 0)
+    s = tl.where(s > 0., s, 1.)
+    return (x / s).to(tl.float16), s
+
+
+@triton.jit
+def _apply_A(y, hc, k, kc, D, eG, lam, sh, skk, INPUT_PRECISION: tl.constexpr):
     """A_t y_t for every row t of the chunk, without any per-token K x K matrix:
         H_t = e^{G_t} H_c + sum_{j<=t} e^{G_t - G_j} c_j k_j k_j^T
         A_t y_t = e^{G_t} (H_c y_t) + ((Y K^T) . D) (c K) + Lambda_t y_t
     (H_c symmetric, so (H_c y_t)^T is row t of Y H_c). lam broadcasts: [BT, 1] (fro_ratio)
-    or [1, BK] (per-channel)."""
-    a = eG[:, None] * tl.dot(y, hc, input_precision=INPUT_PRECISION)
-    a += tl.dot(tl.dot(y, tl.trans(k), input_precision=INPUT_PRECISION) * D, kc,
-                input_precision=INPUT_PRECISION)
+    or [1, BK] (per-channel). 16-bit inputs ("tf32"): hc, k and kc come from _scaled16, their
+    scales are sh and skk (= k's times kc's), and each row of Y is scaled by its own largest entry
+    before its fp16 cast, so (Y K^T) . D stays within K of 1 in magnitude (D <= 1)."""
+    if INPUT_PRECISION == "tf32":
+        m = tl.max(tl.abs(y), 1)
+        m = tl.where(m > 0., m, 1.)
+        y16 = (y / m[:, None]).to(tl.float16)
+        a = (eG * m * sh)[:, None] * tl.dot(y16, hc)
+        a += (m * skk)[:, None] * tl.dot((tl.dot(y16, tl.trans(k)) * D).to(tl.float16), kc)
+    else:
+        a = eG[:, None] * tl.dot(y, hc, input_precision=INPUT_PRECISION)
+        a += tl.dot(tl.dot(y, tl.trans(k), input_precision=INPUT_PRECISION) * D, kc,
+                    input_precision=INPUT_PRECISION)
     return a + lam * y
 
 
@@ -328,7 +347,7 @@ def _solve_tiled(bp, bscale, xa, xb, w1_unused, w2_unused, kp, hcp, Dc, eG, lam,
 
 
 @triton.jit
-def _solve(b, hc, k, kc, D, eG, lam, mu, L, num_iter, INPUT_PRECISION: tl.constexpr):
+def _solve(b, hc, k, kc, D, eG, lam, mu, L, sh, skk, num_iter, INPUT_PRECISION: tl.constexpr):
     """Chebyshev iteration on [mu_t, L_t] for all rows of the chunk at once (DESIGN.md):
         x_{-1} = 0, x_0 = 2 b/(L+mu), w_0 = 2;  n = 1..num_iter:
         w_n = 4/(4 - rho^2 w_{n-1}),  x_n = x_{n-1} - (2 w_n/(L+mu)) (A x_{n-1} - b) + (w_n - 1)(x_{n-1} - x_{n-2}).
@@ -343,7 +362,7 @@ def _solve(b, hc, k, kc, D, eG, lam, mu, L, num_iter, INPUT_PRECISION: tl.conste
     w = tl.zeros_like(s) + 2.
     for _ in range(num_iter):
         w = 4. / (4. - rho2 * w)
-        r = _apply_A(x, hc, k, kc, D, eG, lam, INPUT_PRECISION) - b
+        r = _apply_A(x, hc, k, kc, D, eG, lam, sh, skk, INPUT_PRECISION) - b
         x_new = x - (2. * w / s)[:, None] * r + (w - 1.)[:, None] * (x - x_prev)
         x_prev = x
         x = x_new

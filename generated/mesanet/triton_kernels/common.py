@@ -206,15 +206,34 @@ def _pick(v, rows, cols):
 
 
 @triton.jit
-def _apply_A(y, hc, k, kc, D, eG, lam, INPUT_PRECISION: tl.constexpr):
+def _scaled16(x):
+    """(x / s in fp16, s) with s = max |x| (1 for x = 0). fp16 keeps the 10-bit mantissa of the TF32
+    products it stands in for, at twice their tensor-core rate and half the footprint; dividing by
+    the largest entry keeps every value inside fp16's range whatever the scale of the keys."""
+    s = tl.max(tl.max(tl.abs(x), 1), 0)
+    s = tl.where(s > 0., s, 1.)
+    return (x / s).to(tl.float16), s
+
+
+@triton.jit
+def _apply_A(y, hc, k, kc, D, eG, lam, sh, skk, INPUT_PRECISION: tl.constexpr):
     """A_t y_t for every row t of the chunk, without any per-token K x K matrix:
         H_t = e^{G_t} H_c + sum_{j<=t} e^{G_t - G_j} c_j k_j k_j^T
         A_t y_t = e^{G_t} (H_c y_t) + ((Y K^T) . D) (c K) + Lambda_t y_t
     (H_c symmetric, so (H_c y_t)^T is row t of Y H_c). lam broadcasts: [BT, 1] (fro_ratio)
-    or [1, BK] (per-channel)."""
-    a = eG[:, None] * tl.dot(y, hc, input_precision=INPUT_PRECISION)
-    a += tl.dot(tl.dot(y, tl.trans(k), input_precision=INPUT_PRECISION) * D, kc,
-                input_precision=INPUT_PRECISION)
+    or [1, BK] (per-channel). 16-bit inputs ("tf32"): hc, k and kc come from _scaled16, their
+    scales are sh and skk (= k's times kc's), and each row of Y is scaled by its own largest entry
+    before its fp16 cast, so (Y K^T) . D stays within K of 1 in magnitude (D <= 1)."""
+    if INPUT_PRECISION == "tf32":
+        m = tl.max(tl.abs(y), 1)
+        m = tl.where(m > 0., m, 1.)
+        y16 = (y / m[:, None]).to(tl.float16)
+        a = (eG * m * sh)[:, None] * tl.dot(y16, hc)
+        a += (m * skk)[:, None] * tl.dot((tl.dot(y16, tl.trans(k)) * D).to(tl.float16), kc)
+    else:
+        a = eG[:, None] * tl.dot(y, hc, input_precision=INPUT_PRECISION)
+        a += tl.dot(tl.dot(y, tl.trans(k), input_precision=INPUT_PRECISION) * D, kc,
+                    input_precision=INPUT_PRECISION)
     return a + lam * y
 
 
@@ -347,19 +366,19 @@ def _solve_tiled(bp, bscale, xa, rs, ps, aps, kp, hcp, Dc, eG, lam, lambp, unuse
 
 
 @triton.jit
-def _solve(b, hc, k, kc, D, eG, lam, diag_a, unused, num_iter, INPUT_PRECISION: tl.constexpr):
+def _solve(b, hc, k, kc, D, eG, lam, diag_a, unused, sh, skk, num_iter, INPUT_PRECISION: tl.constexpr):
     """(`unused`: keeps the call signature of the Chebyshev variant, whose two operands are mu, L.)
     Conjugate gradient for all rows of the chunk at once (one CG per row), from the Jacobi
     guess x_0 = b / diag(A_t). A row stops moving once ||r|| <= CG_RTOL ||b||: later steps
     would divide rounding noise by rounding noise (and 0/0 on an exactly solved row)."""
     tol2 = (CG_RTOL * CG_RTOL) * tl.sum(b * b, 1)
     x = b / diag_a
-    r = b - _apply_A(x, hc, k, kc, D, eG, lam, INPUT_PRECISION)
+    r = b - _apply_A(x, hc, k, kc, D, eG, lam, sh, skk, INPUT_PRECISION)
     p = r
     rr = tl.sum(r * r, 1)
     for _ in range(num_iter):
         on = rr > tol2
-        ap = _apply_A(p, hc, k, kc, D, eG, lam, INPUT_PRECISION)
+        ap = _apply_A(p, hc, k, kc, D, eG, lam, sh, skk, INPUT_PRECISION)
         pap = tl.sum(p * ap, 1)
         ok = on & (pap > 0.)
         a = tl.where(ok, rr / tl.where(ok, pap, 1.), 0.)
