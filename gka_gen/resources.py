@@ -37,10 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_SHARED = 232448  # bytes of shared memory per block (opt-in maximum) on sm_90 (H200 too)
-# Spill bytes (stores or loads, per thread) still counted as fitting: a few spilled words live in
-# L1 and cost next to nothing against a kernel's tile loads; hundreds of bytes (a [BT, K] tile that
-# did not fit registers) are what this guards against. 64: the ridge per-chunk kernels spill 0-56
-# bytes at K = V = 64, 128 and 256; every spill fixed so far was >= 200.
+# Spill bytes (stores or loads, per thread) the default configs may have (tests/test_resources.py):
+# a few spilled words live in L1 and cost next to nothing against a kernel's tile loads; hundreds of
+# bytes (a [BT, K] tile that did not fit registers) are what this guards against in a config chosen
+# without a GPU. 64: the ridge per-chunk kernels spill 0-56 bytes at K = V = 64, 128 and 256. The
+# search does not apply it: there the GPU's times decide (autotune/prefilter.py).
 MAX_SPILL = 64
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from gka_gen import resources  # noqa: E402
 from gka_gen.autotune import cache, configs, lookup, prefilter, tune  # noqa: E402
 
 NAMES = ["deltanet", "gated_deltanet", "kda", "gla", "gka", "mesanet"]
@@ -465,6 +466,33 @@ def test_search_skips_failing_wrong_and_unfit_configs():
     assert "shared memory" in trials[5]["detail"]
     assert seen == trials
     assert tune.best_of(trials)["config"] == {"c": 2}
+
+
+def test_the_resource_model_drops_what_cannot_run_and_records_spills():
+    """On the H200 the fastest ridge solves spill hundreds of bytes a thread (4 warps beat spill-free
+    8 warps by 1.2-1.7x: bench/results/ridge_spills_vs_time.md), so a spill is recorded with the
+    candidate and the candidate is timed; a compile error or too much shared memory drops it."""
+    def usage(**kw):
+        return resources.Usage("generated.gka", "chunk_ridge_fwd_kernel", {}, **{"shared": 114688, "regs": 255,
+                                                                               "spill_stores": 0, "spill_loads": 0, **kw})
+
+    spilled = prefilter.verdict([usage(spill_stores=572, spill_loads=540)])
+    assert spilled.fits and spilled.spill == 572 and spilled.regs == 255
+    too_big = prefilter.verdict([usage(), usage(shared=resources.H100_SHARED + 1)])
+    assert not too_big.fits and "shared memory" in too_big.why
+    broken = prefilter.verdict([usage(error="CompilationError: x")])
+    assert not broken.fits and broken.why.startswith("CompilationError")
+
+
+def test_a_resumed_search_times_what_an_older_version_dropped_for_spills():
+    spilled = {"config": {"BS": 32}, "status": "resources", "detail": "spills 572/540 B a thread (> 64)"}
+    too_big = {"config": {"BS": 64}, "status": "resources", "detail": "shared memory 300000 B > 232448"}
+    timed = {"config": {"BS": 16}, "status": "ok", "ms": 1.0}
+    entries = {"chunk_ridge_fwd": {"done": True, "trials": [timed, spilled, too_big]},
+               "chunk_state_fwd": {"done": True, "trials": [timed]}}
+    tune._forget_spill_drops(entries)
+    assert entries["chunk_ridge_fwd"] == {"trials": [timed, too_big]}  # reopened: BS=32 runs next time
+    assert entries["chunk_state_fwd"]["done"]
 
 
 def test_search_resumes_and_stops_at_the_budget():

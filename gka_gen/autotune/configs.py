@@ -7,8 +7,9 @@ space keep their default value. The kernels are searched in the order listed: fo
 first, since the backward recomputes with them.
 
 Sizes: at K = V = 128 a linear-family spec has 94 candidates per shape, a ridge one 161, before the
-resource filter drops those that cannot fit sm_90 (gka_gen.resources); each survivor costs one
-compile (in parallel, ahead of the timing, once per K / V / H / dtype) and one timed call.
+resource filter drops those that cannot run on sm_90 (gka_gen.resources); each survivor costs one
+compile (in parallel, ahead of the timing, once per K / V / H / dtype) and one timed call. Within a kernel the candidates run in
+the order of the space's product (the default first).
 """
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ SPACES = {
     },
     "ridge": {
         "chunk_state_fwd": ("fwd", {"BK": (32, 64), "BX": (32, 64), "num_warps": (4, 8)}),
-        "chunk_ridge_fwd": ("fwd", {"BK": (16, 32, 64, 128), "BV": (32, 64), "BS": (16, 32, 64), "num_warps": (4, 8),
+        # BK from the widest: the on-chip solves (BK >= K) come first, and were 2-4x faster than the
+        # K-tiled ones at K = 128 on the H200, so a search cut short by its budget has timed them
+        "chunk_ridge_fwd": ("fwd", {"BK": (128, 64, 32, 16), "BV": (32, 64), "BS": (16, 32, 64), "num_warps": (4, 8),
                                     "num_stages": (1, 2)}),
-        "chunk_ridge_bwd_solve": ("bwd", {"BK": (16, 32, 64, 128), "BV": (32, 64), "BS": (16, 32, 64),
+        "chunk_ridge_bwd_solve": ("bwd", {"BK": (128, 64, 32, 16), "BV": (32, 64), "BS": (16, 32, 64),
                                           "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_dh_bwd": ("bwd", {"BK": (32, 64), "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_du_bwd": ("bwd", {"BK": (32, 64), "BV": (32, 64), "num_warps": (4, 8), "num_stages": (1, 2)}),

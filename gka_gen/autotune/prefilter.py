@@ -1,4 +1,4 @@
-"""The resource model in front of the search: which candidates can fit sm_90 at all.
+"""The resource model in front of the search: which candidates can run on sm_90 at all.
 
 gka_gen.resources records the launches of one call of the package under the Triton interpreter
 (the defaults' launches), then compiles launches ahead of time for sm_90 and reads shared memory,
@@ -6,9 +6,15 @@ registers and spills from ptxas. A candidate config is a dict of launch keyword 
 launches are the default launches of that kernel with those arguments replaced: exactly what the
 launcher will run. All candidates compile in parallel before any timing, which also fills Triton's
 cache for the GPU compiles that follow.
+
+A candidate is dropped only when it cannot run: a compile error, or more shared memory than a
+block may have. Spills are recorded with the trial, not held against it: on the H200 the fastest
+ridge solves spill 364-572 bytes a thread (4 warps, two blocks sharing an SM), 1.2-1.7x faster than
+the spill-free 8-warp configs (bench/results/ridge_spills_vs_time.md).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -18,10 +24,10 @@ from .. import resources
 @dataclass
 class Verdict:
     fits: bool
-    why: str = ""            # empty when it fits
+    why: str = ""            # empty when it can run
     shared: int | None = None
     regs: int | None = None
-    spill: int | None = None  # the larger of spill stores / loads, bytes a thread
+    spill: int | None = None  # the larger of spill stores / loads, bytes a thread (recorded, not judged)
 
 
 def patched(launches, kernel: str, cfg: dict) -> list:
@@ -38,16 +44,11 @@ def verdict(usages) -> Verdict:
     shared = max((u.shared or 0) for u in usages)
     regs = max((u.regs or 0) for u in usages)
     spill = max(max(u.spill_stores or 0, u.spill_loads or 0) for u in usages)
-    bad = [u for u in usages if not u.fits(max_spill=resources.MAX_SPILL)]
+    bad = [u for u in usages if not u.fits(max_spill=math.inf)]
     if not bad:
         return Verdict(True, "", shared, regs, spill)
     u = bad[0]
-    if u.error:
-        why = u.error
-    elif u.shared is None or u.shared > resources.H100_SHARED:
-        why = f"shared memory {u.shared} B > {resources.H100_SHARED}"
-    else:
-        why = f"spills {u.spill_stores}/{u.spill_loads} B a thread (> {resources.MAX_SPILL})"
+    why = u.error or f"shared memory {u.shared} B > {resources.H100_SHARED}"
     return Verdict(False, why, shared, regs, spill)
 
 

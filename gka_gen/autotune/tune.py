@@ -353,6 +353,18 @@ def tune_package(package: str, shapes, *, budget_min: float | None = None, out: 
     return path
 
 
+def _forget_spill_drops(entries: dict) -> None:
+    """Files written before the search timed spilling candidates hold them as 'resources' trials
+    ("spills ... B a thread"): forget those, and reopen their kernel's search, so a resumed run
+    times them (prefilter.py says why)."""
+    for entry in entries.values():
+        trials = entry.get("trials", [])
+        kept = [t for t in trials if not (t["status"] == "resources" and t.get("detail", "").startswith("spills"))]
+        if len(kept) < len(trials):
+            entry["trials"] = kept
+            entry.pop("done", None)
+
+
 def _trial_count(table, shape: Shape) -> int:
     """Trials so far at this shape, every backend's: a change means the race must be timed again."""
     return sum(len(e.get("trials", ())) for b in table["backends"].values()
@@ -380,6 +392,7 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
     if bucket is None or bucket.get("shape") != asdict(shape):  # a bucket re-tuned at another B starts over
         bucket = buckets[shape.bucket] = {"shape": asdict(shape), "kernels": {}}
     entries = bucket["kernels"]
+    _forget_spill_drops(entries)
     names = configs.kernels(family, backend)
     if all(entries.get(k, {}).get("done") for k in names):
         echo(f"  {name} {shape.bucket} {backend}: done already")
