@@ -86,11 +86,13 @@ def default_config(kernel: str, K: int, V: int) -> dict:
     launch = {"num_warps": 8 if tiled else 4, "num_stages": 1 if tiled else 3}
     if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve") and 32 < K <= 128:
         # The solves stay on chip up to K = 128 by taking BS of a chunk's rows per program (A_t acts
-        # on row t alone; the forward's norms come from chunk_norm_fwd, once per chunk). K = 128,
-        # BS = 16, 8 warps: 72-104 KB of shared memory (H_c); forward 178 (gka) / 231 (mesanet)
-        # registers and no spills (BS = 32: mesanet spills 116-120 bytes), backward solve 0-20 bytes
-        # of spills. K = 64, BS = 32: no spills.
-        return {"BK": next_pow2(K), "BV": 32, "BS": 16 if K > 64 else 32, "num_warps": 8, "num_stages": 1}
+        # on row t alone; the forward's norms come from chunk_norm_fwd, once per chunk).
+        # 4 warps, as the H200's search picked at K = 128 (bench/results/ridge_spills_vs_time.md):
+        # two blocks share an SM, for 200-600 bytes of spills a thread, 1.2-1.7x faster than the
+        # spill-free 8 warps. K = 64: no spills.
+        if kernel == "chunk_ridge_fwd":
+            return {"BK": next_pow2(K), "BV": 64, "BS": 32, "num_warps": 4, "num_stages": 1}
+        return {"BK": next_pow2(K), "BV": 32, "BS": 16 if K > 64 else 32, "num_warps": 4, "num_stages": 2}
     if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve"):
         return {"BK": BK, "BV": BV, "BS": 64, **launch}  # BS: the whole chunk (clamped to its size)
     if kernel == "chunk_ridge_bwd_dk":

@@ -86,10 +86,9 @@ def default_config(kernel: str, K: int, V: int) -> dict:
     launch = {"num_warps": 8 if tiled else 4, "num_stages": 1 if tiled else 3}
     if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve") and 32 < K <= 128:
         # The solves stay on chip up to K = 128 by taking BS of a chunk's rows per program (A_t acts
-        # on row t alone; the forward's norms come from chunk_norm_fwd, once per chunk). K = 128,
-        # BS = 16, 8 warps: 72-104 KB of shared memory (H_c); forward 178 (gka) / 231 (mesanet)
-        # registers and no spills (BS = 32: mesanet spills 116-120 bytes), backward solve 0-20 bytes
-        # of spills. K = 64, BS = 32: no spills.
+        # on row t alone; the forward's norms come from chunk_norm_fwd, once per chunk).
+        # CG keeps two more vectors live: 8 warps, sized by the resource model (K = 128, BS = 16: no
+        # spills; 4 warps spill over a kilobyte), until the H200's search says otherwise.
         return {"BK": next_pow2(K), "BV": 32, "BS": 16 if K > 64 else 32, "num_warps": 8, "num_stages": 1}
     if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve"):
         return {"BK": BK, "BV": BV, "BS": 64, **launch}  # BS: the whole chunk (clamped to its size)
