@@ -263,8 +263,9 @@ def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     o = q.new_empty(B, T, H, V)
     w0, w1, w2 = solver_workspace(x, K, cfg["BK"], 1)
     if cfg["BS"] < BT:
+        ncfg = launch_config("chunk_norm_fwd", q, K, V, Tn)
         chunk_norm_fwd_kernel[(NT, H)](k, beta, gk, hc, lamb, nrm, cu, chunk_indices, float(ridge_ratio or 0.),
-                                       H=H, K=K, BT=BT, BK=min(32, cfg["BK"]), INPUT_PRECISION=ip, num_warps=8, num_stages=1)
+                                       H=H, K=K, BT=BT, INPUT_PRECISION=ip, **ncfg)
     chunk_ridge_fwd_kernel[(NT * (BT // cfg["BS"]), H)](
         q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, w0, w1, w2, nrm, o, cu, chunk_indices,
         float(scale), float(ridge_ratio or 0.), int(num_iter),

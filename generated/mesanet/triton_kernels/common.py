@@ -63,8 +63,8 @@ def dot_precision(*tensors) -> str:
 SPEC_NAME = "mesanet"
 SPEC_HASH = "89ff7cd47ab2"  # empty when rendered outside `gka-gen generate`: never tuned
 PACKAGE = __name__.rsplit(".", 2)[0]  # generated.<name>: what a run-time tune (GKA_GEN_AUTOTUNE=1) imports
-TUNABLE = ("chunk_state_fwd", "chunk_ridge_fwd", "chunk_ridge_bwd_solve", "chunk_dh_bwd", "chunk_du_bwd",
-           "chunk_ridge_bwd_dk", "fused_recurrent_fwd")
+TUNABLE = ("chunk_state_fwd", "chunk_ridge_fwd", "chunk_norm_fwd", "chunk_ridge_bwd_solve", "chunk_dh_bwd",
+           "chunk_du_bwd", "chunk_ridge_bwd_dk", "fused_recurrent_fwd")
 
 
 def default_config(kernel: str, K: int, V: int) -> dict:
@@ -94,6 +94,8 @@ def default_config(kernel: str, K: int, V: int) -> dict:
         return {"BK": BK, "BV": BV, "BS": 64, **launch}  # BS: the whole chunk (clamped to its size)
     if kernel == "chunk_ridge_bwd_dk":
         return {"BK": BK, "BV": BV, **launch}
+    if kernel == "chunk_norm_fwd":  # ||H_t||_F once per chunk, for the row-block forward
+        return {"BK": min(32, max(16, next_pow2(K))), "num_warps": 8, "num_stages": 1}
     if kernel == "chunk_state_fwd":
         return {"BK": SK, "BX": 64, "num_warps": 4}
     if kernel == "chunk_dh_bwd":
