@@ -198,6 +198,17 @@ def test_each_backend_is_voided_by_its_own_kernel_sources(tmp_path):
     assert len(lines) == 1 and lines[0].endswith("tune that backend again; starting tilelang over")
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "autotune").glob("*/*.json")), ids=lambda p: p.parent.name + "/" + p.name)
+def test_committed_tuned_files_serve_the_generated_kernels(path):
+    """A committed file is read by its package as it is now: same spec hash (its name and inside),
+    every backend's kernels hash current. A kernel change that voids a file must replace or remove it."""
+    spec_name = path.stem.rsplit("-", 1)[0]
+    spec_mod = importlib.import_module(f"generated.{spec_name}.spec")
+    assert path.name == f"{spec_name}-{spec_mod.SPEC_HASH}.json"
+    _, stale = cache.load(path, spec_name, spec_mod.SPEC_HASH, lookup.package_kernels_hashes(f"generated.{spec_name}"))
+    assert stale == {}
+
+
 def test_kernels_hash_follows_the_sources(tmp_path):
     (tmp_path / "a.py").write_text("x = 1\n")
     (tmp_path / "notes.txt").write_text("ignored")
