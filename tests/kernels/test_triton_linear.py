@@ -248,7 +248,9 @@ def test_backward_reuses_the_forwards_intra_chunk_tensors_and_leaves_them_intact
     do, dht = torch.randn(1, 70, 2, 16, generator=gen), torch.randn(2, 2, 16, 16, generator=gen)
     runs = [pkg.chunk_bwd(*args, x["scale"], h0, x["cu_seqlens"], do, dht, s, chunk_size=32)
             for s in (saved, saved, None)]
-    assert all(torch.equal(t, k) for t, k in zip((t for t in saved["intra"] if t is not None), kept))
+    # NaN-aware: the triangles the kernels never write are torch.empty memory, which may hold NaNs
+    for t, k in zip((t for t in saved["intra"] if t is not None), kept):
+        torch.testing.assert_close(t, k, rtol=0, atol=0, equal_nan=True)
     for again in runs[1:]:
         for a, b in zip(runs[0], again):
             assert (a is None and b is None) or torch.equal(a, b)
