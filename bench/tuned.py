@@ -118,9 +118,12 @@ def tuned_note(spec: str, gpu: str) -> str:
     searched = sorted(key for key, b in tuned.get("triton", {}).items() if b.get("kernels"))
     raced = sorted(key for key, b in tuned.get("tilelang", {}).items() if b.get("phases"))
     source = lookup.borrowed_from(spec, spec_hash, gpu)
-    where = (f"autotune/{cache.sanitize_gpu_name(source or gpu)}" + (", another GPU of the same compute capability"
-                                                                      if source else "")
-             if tuned else "no usable tuned file for this GPU")
+    if not tuned:
+        where = "no usable tuned file for this GPU"
+    elif source:
+        where = f"autotune/{cache.sanitize_gpu_name(source)}, another GPU of the same compute capability"
+    else:
+        where = f"autotune/{cache.sanitize_gpu_name(gpu)}"
     return (f"{spec}: Triton launch configs " + (f"tuned at {', '.join(searched)}" if searched else "the defaults")
             + (f"; backend race at {', '.join(raced)}" if raced else "") + f" ({where})")
 
