@@ -96,7 +96,8 @@ def render(folder: Path) -> str:
              "with every other kernel at its best config; `gain` = default ms / tuned ms. Candidates: "
              "`mismatch` gave other outputs than the default config (beyond the bf16 tolerance), `crash` "
              "faulted on the GPU, `resources` were dropped before running by the sm_90 resource model "
-             "(shared memory, spills). The race (whole calls per backend) is what `backend=\"auto\"` reads.",
+             "(a compile error or too much shared memory; files from before 2026-11-30 evening also "
+             "dropped spills over 64 bytes a thread). The race (whole calls per backend) is what `backend=\"auto\"` reads.",
              ""]
     for path in files:
         lines += render_file(path)

@@ -8,8 +8,8 @@ first, since the backward recomputes with them.
 
 Sizes: at K = V = 128 a linear-family spec has 94 candidates per shape, a ridge one 161, before the
 resource filter drops those that cannot run on sm_90 (gka_gen.resources); each survivor costs one
-compile (in parallel, ahead of the timing, once per K / V / H / dtype) and one timed call. Within a kernel the candidates run in
-the order of the space's product (the default first).
+compile (in parallel, ahead of the timing, once per K / V / H / dtype) and one timed call. Within a
+kernel the candidates run in the order of the space's product (the default first).
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ Per spec and shape:
    its backward, the fused recurrent forward: the reference outputs;
 2. kernel by kernel (configs.SPACES order, forward kernels first: the backward recomputes with
    them), its candidates go through the resource model (prefilter.py: compiled ahead for sm_90 in
-   parallel; over shared memory or spilling: dropped, never timed). Each survivor runs the call
+   parallel; a compile error or too much shared memory: dropped, never timed; spills are only
+   recorded, since spilling configs were the fastest ridge solves). Each survivor runs the call
    the kernel belongs to with that config (every other kernel at its best so far); a config whose
    outputs differ from the reference beyond rounding is a bug and is skipped ('mismatch'), one that
    fails to compile or launch is skipped ('error'), one that faults on the GPU ('crash': the
