@@ -70,8 +70,8 @@ def render_file(path: Path) -> list[str]:
                 seen = Counter(t["status"] for t in e.get("trials", ()))
                 gain = (f"{e['default_ms'] / e['ms']:.2f}x" if e.get("ms") and e.get("default_ms") else "-")
                 tally = ", ".join(f"{seen[s]} {s}" for s in STATUSES if seen[s])
-                lines.append(f"| {name} | {kernel} | {e['phase']} | {config_text(e['default'])} | {_ms(e.get('default_ms'))} "
-                             f"| {config_text(e['config'])} | {_ms(e.get('ms'))} | {gain} | "
+                lines.append(f"| {name} | {kernel} | {e['phase']} | {config_text(e['default'])} "
+                             f"| {_ms(e.get('default_ms'))} | {config_text(e['config'])} | {_ms(e.get('ms'))} | {gain} | "
                              f"{tally}{'' if e.get('done') else ' (search not finished)'} |")
             lines.append("")
         else:
@@ -97,7 +97,8 @@ def render(folder: Path) -> str:
              "`mismatch` gave other outputs than the default config (beyond the bf16 tolerance), `crash` "
              "faulted on the GPU, `resources` were dropped before running by the sm_90 resource model "
              "(a compile error or too much shared memory; files from before 2026-11-30 evening also "
-             "dropped spills over 64 bytes a thread). The race (whole calls per backend) is what `backend=\"auto\"` reads.",
+             "dropped spills over 64 bytes a thread). The race (whole calls per backend) is what "
+             "`backend=\"auto\"` reads.",
              ""]
     for path in files:
         lines += render_file(path)

@@ -473,8 +473,8 @@ def test_the_resource_model_drops_what_cannot_run_and_records_spills():
     8 warps by 1.2-1.7x: bench/results/ridge_spills_vs_time.md), so a spill is recorded with the
     candidate and the candidate is timed; a compile error or too much shared memory drops it."""
     def usage(**kw):
-        return resources.Usage("generated.gka", "chunk_ridge_fwd_kernel", {}, **{"shared": 114688, "regs": 255,
-                                                                               "spill_stores": 0, "spill_loads": 0, **kw})
+        fields = {"shared": 114688, "regs": 255, "spill_stores": 0, "spill_loads": 0, **kw}
+        return resources.Usage("generated.gka", "chunk_ridge_fwd_kernel", {}, **fields)
 
     spilled = prefilter.verdict([usage(spill_stores=572, spill_loads=540)])
     assert spilled.fits and spilled.spill == 572 and spilled.regs == 255

@@ -6,8 +6,9 @@ kernel's own JIT binder and reads Triton's shared-memory requirement and ptxas's
 spills. ~1-2 minutes on 2 cores (Triton's cache makes reruns faster).
 
 Fits: shared memory <= 232448 B (the H100's per-block opt-in maximum, what a launch is checked
-against) and at most resources.MAX_SPILL (64) bytes of spill stores / loads per thread (why 64:
-see gka_gen/resources.py; `gka-gen autotune` drops candidates by the same rule).
+against) and, for the default configs, at most resources.MAX_SPILL (64) bytes of spill stores /
+loads per thread (why 64: see gka_gen/resources.py). `gka-gen autotune` drops candidates by the
+shared-memory rule only: it times spilling ones, and the GPU decides.
 """
 import json
 import os

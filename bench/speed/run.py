@@ -276,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         "compile_workers": a.compile_workers, "warm_up_s": warm_s, "notes": notes,
         **({"merged": merged} if merged else {}),
     }
-    stem = a.stem or (a.merge.stem if a.merge else None) or (
-        f"speed_{re.sub(r'[^A-Za-z0-9]+', '_', gpu).strip('_')}_K{'-'.join(map(str, a.K))}" + ("_quick" if a.quick else ""))
+    default_stem = (f"speed_{re.sub(r'[^A-Za-z0-9]+', '_', gpu).strip('_')}_K{'-'.join(map(str, a.K))}"
+                    + ("_quick" if a.quick else ""))
+    stem = a.stem or (a.merge.stem if a.merge else default_stem)
     a.out.mkdir(parents=True, exist_ok=True)
     for n in notes:
         print("note:", n, flush=True)
