@@ -148,10 +148,14 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads
     V' = U - W h couples all K rows, so one block holds the whole [K, BV] slice of h (fp32 fragment).
     Stores the chunk-start states hs[chunk] (what the output kernel needs) and V'.
 
-    num_stages > 1 prefetches the next chunks' keys while this one is
+    num_stages > 1 prefetches the next chunks' keys and U while this one is
     scanned: they do not depend on the state, and T.Pipelined only forms stages around T.copy loads, so
     those load whole [BT, *] tiles (rows past the sequence are the next one's, or zeros past the
-    tensor) and the row mask is applied in shared memory after.
+    tensor) and the row mask is applied in shared memory after. TileLang splits the pipelined loop
+    into producer warps (the loads) and consumer warps (the rest) and gives the producer every
+    statement that reads global memory into shared: one that also reads a consumer's fragment
+    (U - W h straight from u) ran in the producer on an uninitialized copy of W h (wrong V' on the
+    H200), so each such statement here is a plain load.
     """
     NTOK, N1, NT, N0, NF = T.dynamic("NTOK, N1, NT, N0, NF")  # tokens, sequences + 1, chunks, h0 / ht states
 
@@ -179,6 +183,7 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads
             v_s = T.alloc_shared((BT, BV), ACC)
             k_in = T.alloc_shared((BT, K), dtype)
             w_s = T.alloc_shared((BT, K), ACC)
+            u_in = T.alloc_shared((BT, BV), ACC)
             Wh = T.alloc_fragment((BT, BV), ACC)
             if HAS_H0:
                 T.copy(h0[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV], h)
@@ -188,6 +193,7 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads
                 t0 = bos + i_c * BT
                 nrows = T.min(eos - t0, BT)
                 T.copy(k[t0:t0 + BT, i_h, 0:K], k_in)
+                T.copy(u[t0:t0 + BT, i_h, i_v * BV:(i_v + 1) * BV], u_in)
                 T.copy(h, h_s)
                 T.copy(h_s, hs[c0 + i_c, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
                 # V' = U - W h
@@ -195,7 +201,7 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads
                     w_s[i, c] = T.if_then_else(i < nrows, w[t0 + i, i_h, c], 0)
                 T.gemm(w_s, h_s, Wh, clear_accum=True)
                 for i, j in T.Parallel(BT, BV):
-                    v_s[i, j] = T.if_then_else(i < nrows, u[t0 + i, i_h, i_v * BV + j] - Wh[i, j], 0)
+                    v_s[i, j] = T.if_then_else(i < nrows, u_in[i, j] - Wh[i, j], 0)
                 for i, j in T.Parallel(BT, BV):
                     if i < nrows:
                         vnew[t0 + i, i_h, i_v * BV + j] = v_s[i, j]

@@ -122,7 +122,11 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads
     num_stages > 1 prefetches the next chunks' keys and values while this one is
     scanned: they do not depend on the state, and T.Pipelined only forms stages around T.copy loads, so
     those load whole [BT, *] tiles (rows past the sequence are the next one's, or zeros past the
-    tensor) and the row mask is applied in shared memory after.
+    tensor) and the row mask is applied in shared memory after. TileLang splits the pipelined loop
+    into producer warps (the loads) and consumer warps (the rest) and gives the producer every
+    statement that reads global memory into shared: one that also reads a consumer's fragment
+    (U - W h straight from u) ran in the producer on an uninitialized copy of W h (wrong V' on the
+    H200), so each such statement here is a plain load.
     """
     NTOK, N1, NT, N0, NF = T.dynamic("NTOK, N1, NT, N0, NF")  # tokens, sequences + 1, chunks, h0 / ht states
 
