@@ -29,18 +29,20 @@ def _ms(x) -> str:
 
 def _current(data: dict) -> str:
     """Whether the generated package would read this file: its spec and kernels hashes."""
-    from gka_gen.autotune.lookup import package_kernels_hash
+    from gka_gen.autotune.lookup import package_kernels_hashes
 
     package = f"generated.{data['spec']}"
     try:
         spec_hash = importlib.import_module(package + ".spec").SPEC_HASH
-        kernels = package_kernels_hash(package)
+        kernels = package_kernels_hashes(package)
     except ImportError:
         return f"no package `{package}` here"
     if spec_hash != data["spec_hash"]:
         return f"stale: the spec's hash is now {spec_hash}"
-    if kernels != data["kernels_hash"]:
-        return f"stale: the kernels' hash is now {kernels}"
+    stale = [f"{b}'s kernels hash is now {kernels.get(b)}" for b in data["backends"]
+             if data["kernels_hash"].get(b) != kernels.get(b)]
+    if stale:
+        return "stale: " + ", ".join(stale)
     return "current (spec and kernels hashes match the generated package)"
 
 

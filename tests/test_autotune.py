@@ -66,7 +66,7 @@ def test_nearest_bucket_needs_same_dtype_k_v_and_takes_the_closest_t():
 
 
 # ----------------------------------------------------------------------------- the file
-KDA_KERNELS = lookup.package_kernels_hash("generated.kda")
+KDA_KERNELS = lookup.package_kernels_hashes("generated.kda")
 
 
 def _table(spec="kda", h="aaaaaaaaaaaa", buckets=None, kernels=KDA_KERNELS):
@@ -81,14 +81,15 @@ def _table(spec="kda", h="aaaaaaaaaaaa", buckets=None, kernels=KDA_KERNELS):
 def test_save_load_round_trip_and_validation(tmp_path):
     p = tmp_path / "NVIDIA_H200" / "kda-aaaaaaaaaaaa.json"
     cache.save(p, _table())
-    assert cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS) == _table()
+    assert cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS) == (_table(), {})
     assert [f.name for f in p.parent.iterdir()] == [p.name]  # no temporary file left behind
     with pytest.raises(cache.CacheError, match="spec hash"):
         cache.load(p, "kda", "bbbbbbbbbbbb", KDA_KERNELS)
     with pytest.raises(cache.CacheError, match="spec"):
         cache.load(p, "gla", "aaaaaaaaaaaa", KDA_KERNELS)
-    with pytest.raises(cache.CacheError, match="other kernel sources"):
-        cache.load(p, "kda", "aaaaaaaaaaaa", "000000000000")
+    cache.save(p, {**_table(), "kernels_hash": "0" * 12})  # format 1's one hash over both backends
+    with pytest.raises(cache.CacheError, match="kernels_hash"):
+        cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
     p.write_text("{not json")
     with pytest.raises(cache.CacheError, match="JSON"):
         cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
@@ -173,9 +174,39 @@ def test_changed_spec_hash_invalidates_the_old_file(on_h200):
 
 def test_changed_kernel_sources_invalidate_the_file(on_h200):
     """Same spec, other templates: a config tuned for other kernel code may not even fit now."""
-    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"), _table(kernels="000000000000"))
-    with pytest.warns(RuntimeWarning, match="other kernel sources"):
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"), _table(kernels={"triton": "0" * 12}))
+    with pytest.warns(RuntimeWarning, match="ignoring the triton configs.*other triton kernel sources"):
         assert _ask() == DEFAULT
+
+
+def test_each_backend_is_voided_by_its_own_kernel_sources(tmp_path):
+    """A tuned file keeps one kernels hash per backend: new TileLang code drops the file's TileLang
+    entries only, and the Triton search (the expensive one) still serves."""
+    p = tmp_path / "kda.json"
+    table = _table()
+    table["backends"]["tilelang"] = {"bf16/K128/V128/T4096": {"shape": {}, "kernels": {}, "phases": {"fwd": 1.0}}}
+    cache.save(p, table)
+    now = {**KDA_KERNELS, "tilelang": "0" * 12}
+    data, stale = cache.load(p, "kda", "aaaaaaaaaaaa", now)
+    assert set(data["backends"]) == {"triton"} and data["backends"]["triton"] == table["backends"]["triton"]
+    assert list(stale) == ["tilelang"] and "other tilelang kernel sources" in stale["tilelang"]
+    data, stale = cache.load(p, "kda", "aaaaaaaaaaaa", {**KDA_KERNELS, "triton": "0" * 12})
+    assert set(data["backends"]) == {"tilelang"} and list(stale) == ["triton"]
+    lines = []  # a search resumes the file: the stale backend starts over, the other is kept
+    table = tune._open_table(p, "kda", "aaaaaaaaaaaa", now, "NVIDIA H200", lines.append)
+    assert set(table["backends"]) == {"triton"} and table["kernels_hash"] == now
+    assert len(lines) == 1 and lines[0].endswith("tune that backend again; starting tilelang over")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "autotune").glob("*/*.json")), ids=lambda p: p.parent.name + "/" + p.name)
+def test_committed_tuned_files_serve_the_generated_kernels(path):
+    """A committed file is read by its package as it is now: same spec hash (its name and inside),
+    every backend's kernels hash current. A kernel change that voids a file must replace or remove it."""
+    spec_name = path.stem.rsplit("-", 1)[0]
+    spec_mod = importlib.import_module(f"generated.{spec_name}.spec")
+    assert path.name == f"{spec_name}-{spec_mod.SPEC_HASH}.json"
+    _, stale = cache.load(path, spec_name, spec_mod.SPEC_HASH, lookup.package_kernels_hashes(f"generated.{spec_name}"))
+    assert stale == {}
 
 
 def test_kernels_hash_follows_the_sources(tmp_path):
@@ -186,7 +217,8 @@ def test_kernels_hash_follows_the_sources(tmp_path):
     assert cache.kernels_hash(tmp_path) == h
     (tmp_path / "a.py").write_text("x = 2\n")
     assert cache.kernels_hash(tmp_path) != h
-    assert KDA_KERNELS != lookup.package_kernels_hash("generated.gla")
+    assert KDA_KERNELS != lookup.package_kernels_hashes("generated.gla")
+    assert set(KDA_KERNELS) == {"triton", "tilelang"} and KDA_KERNELS["triton"] != KDA_KERNELS["tilelang"]
 
 
 def test_cpu_tensors_and_untuned_renders_never_read_files(tmp_path, monkeypatch):
@@ -282,7 +314,7 @@ def test_generated_ops_ask_the_race_for_their_call(on_h200, monkeypatch):
 
     cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", ops._spec.SPEC_HASH),
                _race_table({"fwd": 1.0, "bwd": 2.0}, {"fwd": 0.5, "bwd": 1.0}, bucket="fp32/K32/V32/T64")
-               | {"spec_hash": ops._spec.SPEC_HASH, "kernels_hash": lookup.package_kernels_hash("generated.kda")})
+               | {"spec_hash": ops._spec.SPEC_HASH, "kernels_hash": KDA_KERNELS})
     seen = []
     real = ops._rt.resolve_backend
 
@@ -365,7 +397,7 @@ def test_tilelang_search_tunes_its_own_kernels_and_the_race_uses_them(tmp_path, 
     shape = tune.Shape("bf16", 2, 64, 2, 64, 64)
     from generated.deltanet.tilelang_kernels import common as tlc
 
-    table = cache.new_table("deltanet", "aaaaaaaaaaaa", "x", "NVIDIA H200", {}, "now")
+    table = cache.new_table("deltanet", "aaaaaaaaaaaa", {"triton": "x"}, "NVIDIA H200", {}, "now")
     path = tmp_path / "deltanet.json"
     tune._tune_shape("generated.deltanet", "deltanet", "linear", tlc, shape, table, path, "cpu", math.inf, 1,
                      False, {}, False, lambda *_: None, "tilelang")
@@ -608,7 +640,8 @@ def test_tuner_end_to_end_in_the_interpreter(tmp_path, monkeypatch):
     from generated.deltanet import spec as dn_spec
 
     assert path == tmp_path / "cpu" / f"deltanet-{dn_spec.SPEC_HASH}.json"
-    data = cache.load(path, "deltanet", dn_spec.SPEC_HASH, lookup.package_kernels_hash("generated.deltanet"))
+    data, stale = cache.load(path, "deltanet", dn_spec.SPEC_HASH, lookup.package_kernels_hashes("generated.deltanet"))
+    assert stale == {}
     assert data["gpu"] == "cpu" and set(data["versions"]) >= {"torch", "triton", "gka_gen"}
     bucket = data["backends"]["triton"]["bf16/K32/V32/T32"]
     assert bucket["shape"] == {"dtype": "bf16", "B": 1, "T": 32, "H": 1, "K": 32, "V": 32}

@@ -331,7 +331,7 @@ def test_tuned_page_reports_gains_outcomes_race_and_staleness(tmp_path):
                                              "config": {"BK": 32}, "ms": 2.0, "done": True, "trials": trials}},
               "phases": {"fwd": 1.0, "bwd": 2.0, "recurrent": 5.0}}
     race = {"shape": bucket["shape"], "kernels": {}, "phases": {"fwd": 0.5, "bwd": 3.0, "recurrent": 4.0}}
-    for name, kernels_hash in (("kda", lookup.package_kernels_hash("generated.kda")), ("gla", "0" * 12)):
+    for name, kernels_hash in (("kda", lookup.package_kernels_hashes("generated.kda")), ("gla", {"triton": "0" * 12})):
         (gpu / f"{name}-x.json").write_text(json.dumps({
             "spec": name, "spec_hash": kda_spec.SPEC_HASH if name == "kda" else "f" * 12,
             "kernels_hash": kernels_hash, "created": "c", "updated": "u", "versions": {"triton": "3.6.0"},
@@ -360,8 +360,8 @@ def test_speed_notes_say_which_launch_configs_each_spec_ran_with(tmp_path, monke
     gpu.mkdir()
     shape = {"dtype": "bf16", "B": 4, "T": 4096, "H": 16, "K": 128, "V": 128}
     (gpu / f"kda-{kda_spec.SPEC_HASH}.json").write_text(json.dumps({
-        "format": 1, "spec": "kda", "spec_hash": kda_spec.SPEC_HASH, "gpu": "NVIDIA H200",
-        "kernels_hash": lookup.package_kernels_hash("generated.kda"), "versions": {}, "created": "c", "updated": "u",
+        "format": 2, "spec": "kda", "spec_hash": kda_spec.SPEC_HASH, "gpu": "NVIDIA H200",
+        "kernels_hash": lookup.package_kernels_hashes("generated.kda"), "versions": {}, "created": "c", "updated": "u",
         "backends": {"triton": {"bf16/K128/V128/T4096": {"shape": shape, "kernels": {"chunk_grad_bwd": {
             "phase": "bwd", "config": {"BK": 32}, "default": {"BK": 16}, "ms": 1.0, "default_ms": 2.0,
             "done": True, "trials": []}}, "phases": {"fwd": 1.0}}}}}))

@@ -2,8 +2,8 @@
 
     autotune/<sanitized GPU name>/<spec>-<spec hash>.json
 
-    {"format": 1, "spec": "kda", "spec_hash": "2ff1ee236694", "kernels_hash": "5d41402abc4b",
-     "gpu": "NVIDIA H200",
+    {"format": 2, "spec": "kda", "spec_hash": "2ff1ee236694",
+     "kernels_hash": {"triton": "5d41402abc4b", "tilelang": "7d793037a076"}, "gpu": "NVIDIA H200",
      "versions": {"torch": ..., "triton": ..., "gka_gen": ...}, "created": ISO date, "updated": ISO date,
      "backends": {"triton": {"bf16/K128/V128/T4096": {
          "shape": {"dtype": "bf16", "B": 4, "T": 4096, "H": 16, "K": 128, "V": 128},
@@ -21,9 +21,10 @@ its best configs (TileLang has no tunable configs yet: its kernels use the templ
 measured one backend after the other in one process, and TileLang's agreement with Triton
 (`rel_diff`): `backend="auto"` picks the faster backend per call from them
 (lookup.faster_backend). The spec hash is part of the file name and is checked
-inside: a changed spec never reads configs tuned for another version of it. The kernels hash (of the
-generated kernel sources of both backends) is checked too: a config tuned for other kernel code
-(templates changed since) could now exceed shared memory, so it is not used either.
+inside: a changed spec never reads configs tuned for another version of it. Each backend's kernels
+hash (of its generated kernel sources) is checked too: a config tuned for other kernel code
+(templates changed since) could now exceed shared memory, so that backend's entries are dropped
+when the file is read (the other backend's stay: a TileLang change does not void Triton's search).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import re
 import tempfile
 from pathlib import Path
 
-FORMAT = 1
+FORMAT = 2  # 1: one kernels hash over both backends
 ROOT = Path(__file__).resolve().parents[2] / "autotune"
 DTYPES = ("fp32", "bf16", "fp16")
 PHASES = ("fwd", "bwd", "recurrent")  # a call's parts that are timed whole: what `backend="auto"` races
@@ -64,15 +65,13 @@ def tuned_path(base: Path, gpu: str, spec: str, spec_hash: str) -> Path:
     return Path(base) / sanitize_gpu_name(gpu) / f"{spec}-{spec_hash}.json"
 
 
-def kernels_hash(*directories) -> str:
-    """Hash of the kernel sources in ``directories`` (a generated package's triton_kernels/ and, where
-    it has them, tilelang_kernels/): file names and bytes of their *.py files. Generation is
-    deterministic, so equal on every machine. Both backends are in one hash because the file holds
-    both backends' phase times: either backend's new code makes the race between them stale."""
+def kernels_hash(directory) -> str:
+    """Hash of one backend's kernel sources (a generated package's triton_kernels/ or
+    tilelang_kernels/): file names and bytes of its *.py files. Generation is deterministic, so equal
+    on every machine."""
     h = hashlib.sha256()
-    for d in directories:
-        for p in sorted(Path(d).glob("*.py")):
-            h.update(Path(d).name.encode() + b"/" + p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    for p in sorted(Path(directory).glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 
 
@@ -118,9 +117,9 @@ def nearest_bucket(keys, dtype: str, K: int, V: int, T: int) -> str | None:
 
 
 # ----------------------------------------------------------------------------- the file
-def new_table(spec: str, spec_hash_: str, kernels_hash_: str, gpu: str, versions: dict, now: str) -> dict:
-    return {"format": FORMAT, "spec": spec, "spec_hash": spec_hash_, "kernels_hash": kernels_hash_, "gpu": gpu,
-            "versions": dict(versions), "created": now, "updated": now, "backends": {}}
+def new_table(spec: str, spec_hash_: str, kernels_hashes: dict, gpu: str, versions: dict, now: str) -> dict:
+    return {"format": FORMAT, "spec": spec, "spec_hash": spec_hash_, "kernels_hash": dict(kernels_hashes),
+            "gpu": gpu, "versions": dict(versions), "created": now, "updated": now, "backends": {}}
 
 
 def _check_config(cfg, where):
@@ -129,8 +128,8 @@ def _check_config(cfg, where):
         raise CacheError(f"{where}: a config must be a non-empty {{name: int}} object, got {cfg!r}")
 
 
-def validate(data, spec: str, spec_hash_: str, kernels_hash_: str) -> dict:
-    """``data`` if it is a usable table for this spec version and these kernels, else CacheError."""
+def validate(data, spec: str, spec_hash_: str) -> dict:
+    """``data`` if it is a well-formed table for this spec version, else CacheError."""
     if not isinstance(data, dict):
         raise CacheError("not a JSON object")
     if data.get("format") != FORMAT:
@@ -139,9 +138,9 @@ def validate(data, spec: str, spec_hash_: str, kernels_hash_: str) -> dict:
         raise CacheError(f"tuned for spec {data.get('spec')!r}, not {spec!r}")
     if data.get("spec_hash") != spec_hash_:
         raise CacheError(f"tuned for spec hash {data.get('spec_hash')!r}; the spec is now {spec_hash_!r}")
-    if data.get("kernels_hash") != kernels_hash_:
-        raise CacheError(f"tuned for other kernel sources (kernels hash {data.get('kernels_hash')!r}, now "
-                         f"{kernels_hash_!r}: the templates changed since); tune again")
+    hashes = data.get("kernels_hash")
+    if not isinstance(hashes, dict) or not all(isinstance(h, str) for h in hashes.values()):
+        raise CacheError(f"'kernels_hash' must map each backend to its kernels' hash, got {hashes!r}")
     backends = data.get("backends")
     if not isinstance(backends, dict) or not isinstance(data.get("gpu"), str):
         raise CacheError("missing 'gpu' or 'backends'")
@@ -166,14 +165,24 @@ def validate(data, spec: str, spec_hash_: str, kernels_hash_: str) -> dict:
     return data
 
 
-def load(path: Path, spec: str, spec_hash_: str, kernels_hash_: str) -> dict:
-    """Read and validate one tuned file. FileNotFoundError when absent, CacheError when unusable."""
+def load(path: Path, spec: str, spec_hash_: str, kernels_hashes: dict) -> tuple[dict, dict]:
+    """Read and validate one tuned file: (the table, holding only the backends tuned for the kernel
+    sources ``kernels_hashes`` ({backend: kernels_hash}); {dropped backend: why}).
+    FileNotFoundError when absent, CacheError when unusable."""
     text = Path(path).read_text()
     try:
-        data = json.loads(text)
+        data = validate(json.loads(text), spec, spec_hash_)
     except json.JSONDecodeError as e:
         raise CacheError(f"not valid JSON ({e})") from None
-    return validate(data, spec, spec_hash_, kernels_hash_)
+    stale = {}
+    for backend in list(data["backends"]):
+        then, now = data["kernels_hash"].get(backend), kernels_hashes.get(backend)
+        if then != now:
+            stale[backend] = (f"tuned for other {backend} kernel sources (kernels hash {then!r}, now {now!r}: "
+                              "the templates changed since); tune that backend again")
+            del data["backends"][backend]
+            data["kernels_hash"].pop(backend, None)
+    return data, stale
 
 
 def save(path: Path, data: dict) -> None:

@@ -6,7 +6,7 @@ candidate is compiled and launched exactly as a tuned file would make it. Parame
 space keep their default value. The kernels are searched in the order listed: forward kernels
 first, since the backward recomputes with them.
 
-Sizes: at K = V = 128 a linear-family spec has 94 candidates per shape, a ridge one 161, before the
+Sizes: at K = V = 128 a linear-family spec has 94 candidates per shape, a ridge one 173, before the
 resource filter drops those that cannot run on sm_90 (gka_gen.resources); each survivor costs one
 compile (in parallel, ahead of the timing, once per K / V / H / dtype) and one timed call. Within a
 kernel the candidates run in the order of the space's product (the default first).
@@ -32,6 +32,8 @@ SPACES = {
         # K-tiled ones at K = 128 on the H200, so a search cut short by its budget has timed them
         "chunk_ridge_fwd": ("fwd", {"BK": (128, 64, 32, 16), "BV": (32, 64), "BS": (16, 32, 64), "num_warps": (4, 8),
                                     "num_stages": (1, 2)}),
+        # after the forward solve: it runs only for that kernel's row blocks (BS < 64)
+        "chunk_norm_fwd": ("fwd", {"BK": (16, 32, 64, 128), "num_warps": (2, 4, 8)}),
         "chunk_ridge_bwd_solve": ("bwd", {"BK": (128, 64, 32, 16), "BV": (32, 64), "BS": (16, 32, 64),
                                           "num_warps": (4, 8), "num_stages": (1, 2)}),
         "chunk_dh_bwd": ("bwd", {"BK": (32, 64), "num_warps": (4, 8), "num_stages": (1, 2)}),

@@ -52,16 +52,17 @@ def launch_config(spec: str, spec_hash: str, package: str, kernel: str, default:
     return _merge(default, tuned)
 
 
-def package_kernels_hash(package: str) -> str:
-    """cache.kernels_hash of a generated package's kernels: triton_kernels/ and tilelang_kernels/."""
+def package_kernels_hashes(package: str) -> dict:
+    """{backend: cache.kernels_hash} of a generated package's kernels, for the backends it has
+    ("triton" from triton_kernels/, "tilelang" from tilelang_kernels/)."""
     import importlib.util
 
-    dirs = []
-    for backend in ("triton_kernels", "tilelang_kernels"):
-        found = importlib.util.find_spec(f"{package}.{backend}")
+    hashes = {}
+    for backend in ("triton", "tilelang"):
+        found = importlib.util.find_spec(f"{package}.{backend}_kernels")
         if found is not None:
-            dirs.append(Path(found.origin).parent)
-    return cache.kernels_hash(*dirs)
+            hashes[backend] = cache.kernels_hash(Path(found.origin).parent)
+    return hashes
 
 
 def gpu_name(x) -> str | None:
@@ -84,7 +85,11 @@ def tuned_backends(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
     if key not in _TABLES:
         path = cache.tuned_path(cache.root(), gpu, spec, spec_hash)
         try:
-            backends = cache.load(path, spec, spec_hash, package_kernels_hash(package))["backends"]
+            table, stale = cache.load(path, spec, spec_hash, package_kernels_hashes(package))
+            backends = table["backends"]
+            for backend, why in stale.items():
+                _warn_once(key + (backend,), f"gka-gen: ignoring the {backend} configs of {path}: {why}. "
+                                            f"Using {backend}'s default launch configs.")
         except FileNotFoundError:
             others = sorted(p.name for p in path.parent.glob(f"{spec}-*.json"))
             stale = f" (only for other versions of the spec: {', '.join(others)})" if others else ""

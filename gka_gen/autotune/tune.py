@@ -302,15 +302,21 @@ def _device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _open_table(path: Path, spec: str, spec_hash: str, kernels_hash: str, gpu: str, echo) -> dict:
-    """The file so far (to resume), or a new table when there is none or it is unusable."""
+def _open_table(path: Path, spec: str, spec_hash: str, kernels_hashes: dict, gpu: str, echo) -> dict:
+    """The file so far (to resume), less the backends tuned for other kernel sources; a new table
+    when there is none or it is unusable."""
     try:
-        return cache.load(path, spec, spec_hash, kernels_hash)
+        table, stale = cache.load(path, spec, spec_hash, kernels_hashes)
     except FileNotFoundError:
         pass
     except (OSError, cache.CacheError) as e:
         echo(f"  {path}: {e}; starting over")
-    return cache.new_table(spec, spec_hash, kernels_hash, gpu, _versions(), _now())
+    else:
+        for backend, why in stale.items():
+            echo(f"  {path}: {why}; starting {backend} over")
+        table["kernels_hash"] = dict(kernels_hashes)
+        return table
+    return cache.new_table(spec, spec_hash, kernels_hashes, gpu, _versions(), _now())
 
 
 def tune_package(package: str, shapes, *, budget_min: float | None = None, out: Path | None = None, device=None,
@@ -337,7 +343,7 @@ def tune_package(package: str, shapes, *, budget_min: float | None = None, out: 
         raise TuneError(f"{package} has no tunable kernels {sorted(missing)}: run `gka-gen generate`")
     gpu = _device_name(device)
     path = cache.tuned_path(out or cache.root(), gpu, name, spec_hash)
-    table = _open_table(path, name, spec_hash, lookup.package_kernels_hash(package), gpu, echo)
+    table = _open_table(path, name, spec_hash, lookup.package_kernels_hashes(package), gpu, echo)
     verdict_memo: dict = {}
     try:
         for shape in shapes:

@@ -12,8 +12,8 @@ import triton
 import triton.language as tl
 
 from .common import (FRO_TINY, _chunk_bounds, _cum_gate, _decay_mask_rc, _hblk, _kblk, _lam_blk, _last, _pick,
-                     _rows, _solve, _solve_tiled, _store_kblk, _store_tile, _tile, _xh, _xkt, dot_precision,
-                     launch_config, next_pow2, prepare_chunks)
+                     _rows, _scaled16, _solve, _solve_tiled, _store_kblk, _store_tile, _tile, _xh, _xkt,
+                     dot_precision, launch_config, next_pow2, prepare_chunks)
 
 
 @triton.jit
@@ -139,7 +139,13 @@ def _chunk_solve(bp, bscale, xo, w0, w1, w2, kp, hcp, lambp, c, D, Dc, eG, lam, 
         s1 = mu
         s2 = L
         b = bscale[:, None] * _kblk(bp, 0, rows, ck, nrows, H, K, BK)
-        b_x = _solve(b, b_hc, b_k, b_k * c[:, None], D, eG, lam1, s1, s2, num_iter, INPUT_PRECISION)
+        if INPUT_PRECISION == "tf32":
+            hc16, sh = _scaled16(b_hc)
+            k16, sk = _scaled16(b_k)
+            kc16, skc = _scaled16(b_k * c[:, None])
+            b_x = _solve(b, hc16, k16, kc16, D, eG, lam1, s1, s2, sh, sk * skc, num_iter, INPUT_PRECISION)
+        else:
+            b_x = _solve(b, b_hc, b_k, b_k * c[:, None], D, eG, lam1, s1, s2, 1., 1., num_iter, INPUT_PRECISION)
         _store_kblk(xo, b_x, 0, rows, ck, nrows, H, K, BK)
     else:
         _solve_tiled(bp, bscale, xo, w0, w1, w2, kp, hcp, Dc, eG, lam, lambp, mu, L, num_iter, cols, ck, nrows,
@@ -257,8 +263,9 @@ def chunk_fwd(q, k, v, g, gk, beta, alpha, lamb, scale, ridge_ratio, num_iter, i
     o = q.new_empty(B, T, H, V)
     w0, w1, w2 = solver_workspace(x, K, cfg["BK"], 1)
     if cfg["BS"] < BT:
+        ncfg = launch_config("chunk_norm_fwd", q, K, V, Tn)
         chunk_norm_fwd_kernel[(NT, H)](k, beta, gk, hc, lamb, nrm, cu, chunk_indices, float(ridge_ratio or 0.),
-                                       H=H, K=K, BT=BT, BK=min(32, cfg["BK"]), INPUT_PRECISION=ip, num_warps=8, num_stages=1)
+                                       H=H, K=K, BT=BT, INPUT_PRECISION=ip, **ncfg)
     chunk_ridge_fwd_kernel[(NT * (BT // cfg["BS"]), H)](
         q, k, v, g, gk, beta, alpha, lamb, hc, uc, x, w0, w1, w2, nrm, o, cu, chunk_indices,
         float(scale), float(ridge_ratio or 0.), int(num_iter),

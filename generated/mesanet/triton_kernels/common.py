@@ -63,8 +63,8 @@ def dot_precision(*tensors) -> str:
 SPEC_NAME = "mesanet"
 SPEC_HASH = "89ff7cd47ab2"  # empty when rendered outside `gka-gen generate`: never tuned
 PACKAGE = __name__.rsplit(".", 2)[0]  # generated.<name>: what a run-time tune (GKA_GEN_AUTOTUNE=1) imports
-TUNABLE = ("chunk_state_fwd", "chunk_ridge_fwd", "chunk_ridge_bwd_solve", "chunk_dh_bwd", "chunk_du_bwd",
-           "chunk_ridge_bwd_dk", "fused_recurrent_fwd")
+TUNABLE = ("chunk_state_fwd", "chunk_ridge_fwd", "chunk_norm_fwd", "chunk_ridge_bwd_solve", "chunk_dh_bwd",
+           "chunk_du_bwd", "chunk_ridge_bwd_dk", "fused_recurrent_fwd")
 
 
 def default_config(kernel: str, K: int, V: int) -> dict:
@@ -86,15 +86,16 @@ def default_config(kernel: str, K: int, V: int) -> dict:
     launch = {"num_warps": 8 if tiled else 4, "num_stages": 1 if tiled else 3}
     if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve") and 32 < K <= 128:
         # The solves stay on chip up to K = 128 by taking BS of a chunk's rows per program (A_t acts
-        # on row t alone; the forward's norms come from chunk_norm_fwd, once per chunk). K = 128,
-        # BS = 16, 8 warps: 72-104 KB of shared memory (H_c); forward 178 (gka) / 231 (mesanet)
-        # registers and no spills (BS = 32: mesanet spills 116-120 bytes), backward solve 0-20 bytes
-        # of spills. K = 64, BS = 32: no spills.
+        # on row t alone; the forward's norms come from chunk_norm_fwd, once per chunk).
+        # CG keeps two more vectors live: 8 warps, sized by the resource model (K = 128, BS = 16: no
+        # spills; 4 warps spill over a kilobyte), until the H200's search says otherwise.
         return {"BK": next_pow2(K), "BV": 32, "BS": 16 if K > 64 else 32, "num_warps": 8, "num_stages": 1}
     if kernel in ("chunk_ridge_fwd", "chunk_ridge_bwd_solve"):
         return {"BK": BK, "BV": BV, "BS": 64, **launch}  # BS: the whole chunk (clamped to its size)
     if kernel == "chunk_ridge_bwd_dk":
         return {"BK": BK, "BV": BV, **launch}
+    if kernel == "chunk_norm_fwd":  # ||H_t||_F once per chunk, for the row-block forward
+        return {"BK": min(32, max(16, next_pow2(K))), "num_warps": 8, "num_stages": 1}
     if kernel == "chunk_state_fwd":
         return {"BK": SK, "BX": 64, "num_warps": 4}
     if kernel == "chunk_dh_bwd":
@@ -206,15 +207,34 @@ def _pick(v, rows, cols):
 
 
 @triton.jit
-def _apply_A(y, hc, k, kc, D, eG, lam, INPUT_PRECISION: tl.constexpr):
+def _scaled16(x):
+    """(x / s in fp16, s) with s = max |x| (1 for x = 0). fp16 keeps the 10-bit mantissa of the TF32
+    products it stands in for, at twice their tensor-core rate and half the footprint; dividing by
+    the largest entry keeps every value inside fp16's range whatever the scale of the keys."""
+    s = tl.max(tl.max(tl.abs(x), 1), 0)
+    s = tl.where(s > 0., s, 1.)
+    return (x / s).to(tl.float16), s
+
+
+@triton.jit
+def _apply_A(y, hc, k, kc, D, eG, lam, sh, skk, INPUT_PRECISION: tl.constexpr):
     """A_t y_t for every row t of the chunk, without any per-token K x K matrix:
         H_t = e^{G_t} H_c + sum_{j<=t} e^{G_t - G_j} c_j k_j k_j^T
         A_t y_t = e^{G_t} (H_c y_t) + ((Y K^T) . D) (c K) + Lambda_t y_t
     (H_c symmetric, so (H_c y_t)^T is row t of Y H_c). lam broadcasts: [BT, 1] (fro_ratio)
-    or [1, BK] (per-channel)."""
-    a = eG[:, None] * tl.dot(y, hc, input_precision=INPUT_PRECISION)
-    a += tl.dot(tl.dot(y, tl.trans(k), input_precision=INPUT_PRECISION) * D, kc,
-                input_precision=INPUT_PRECISION)
+    or [1, BK] (per-channel). 16-bit inputs ("tf32"): hc, k and kc come from _scaled16, their
+    scales are sh and skk (= k's times kc's), and each row of Y is scaled by its own largest entry
+    before its fp16 cast, so (Y K^T) . D stays within K of 1 in magnitude (D <= 1)."""
+    if INPUT_PRECISION == "tf32":
+        m = tl.max(tl.abs(y), 1)
+        m = tl.where(m > 0., m, 1.)
+        y16 = (y / m[:, None]).to(tl.float16)
+        a = (eG * m * sh)[:, None] * tl.dot(y16, hc)
+        a += (m * skk)[:, None] * tl.dot((tl.dot(y16, tl.trans(k)) * D).to(tl.float16), kc)
+    else:
+        a = eG[:, None] * tl.dot(y, hc, input_precision=INPUT_PRECISION)
+        a += tl.dot(tl.dot(y, tl.trans(k), input_precision=INPUT_PRECISION) * D, kc,
+                    input_precision=INPUT_PRECISION)
     return a + lam * y
 
 
@@ -347,19 +367,19 @@ def _solve_tiled(bp, bscale, xa, rs, ps, aps, kp, hcp, Dc, eG, lam, lambp, unuse
 
 
 @triton.jit
-def _solve(b, hc, k, kc, D, eG, lam, diag_a, unused, num_iter, INPUT_PRECISION: tl.constexpr):
+def _solve(b, hc, k, kc, D, eG, lam, diag_a, unused, sh, skk, num_iter, INPUT_PRECISION: tl.constexpr):
     """(`unused`: keeps the call signature of the Chebyshev variant, whose two operands are mu, L.)
     Conjugate gradient for all rows of the chunk at once (one CG per row), from the Jacobi
     guess x_0 = b / diag(A_t). A row stops moving once ||r|| <= CG_RTOL ||b||: later steps
     would divide rounding noise by rounding noise (and 0/0 on an exactly solved row)."""
     tol2 = (CG_RTOL * CG_RTOL) * tl.sum(b * b, 1)
     x = b / diag_a
-    r = b - _apply_A(x, hc, k, kc, D, eG, lam, INPUT_PRECISION)
+    r = b - _apply_A(x, hc, k, kc, D, eG, lam, sh, skk, INPUT_PRECISION)
     p = r
     rr = tl.sum(r * r, 1)
     for _ in range(num_iter):
         on = rr > tol2
-        ap = _apply_A(p, hc, k, kc, D, eG, lam, INPUT_PRECISION)
+        ap = _apply_A(p, hc, k, kc, D, eG, lam, sh, skk, INPUT_PRECISION)
         pap = tl.sum(p * ap, 1)
         ok = on & (pap > 0.)
         a = tl.where(ok, rr / tl.where(ok, pap, 1.), 0.)
