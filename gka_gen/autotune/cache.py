@@ -11,13 +11,13 @@
              "phase": "bwd", "config": {...best...}, "ms": 1.23, "default": {...}, "default_ms": 1.41,
              "done": true, "trials": [{"config": {...}, "status": "ok", "ms": 1.23, "first_call_s": 4.1, ...}, ...]}},
          "phases": {"fwd": 0.41, "bwd": 1.23, "recurrent": 2.0}}},
-                  "tilelang": {"bf16/K128/V128/T4096": {"shape": {...}, "kernels": {},
+                  "tilelang": {"bf16/K128/V128/T4096": {"shape": {...}, "kernels": {"chunk_state_fwd": {...}},
          "phases": {"fwd": 0.39, "bwd": 1.5}, "rel_diff": {"fwd": 0.003, ...}}}}}
 
 `ms` is the median time of the kernel's whole phase (forward, backward or recurrent forward), since
 a kernel is tuned inside the call that uses it. `trials` keeps every candidate's outcome so an
 interrupted search resumes where it stopped. `phases` are each backend's whole-call times with
-its best configs (TileLang has no tunable configs yet: its kernels use the template's tiles),
+its best configs (TileLang's: the linear family's thread counts, configs.TILELANG_SPACES),
 measured one backend after the other in one process, and TileLang's agreement with Triton
 (`rel_diff`): `backend="auto"` picks the faster backend per call from them
 (lookup.faster_backend). The spec hash is part of the file name and is checked
