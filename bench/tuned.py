@@ -117,7 +117,10 @@ def tuned_note(spec: str, gpu: str) -> str:
     tuned = lookup.tuned_backends(spec, spec_hash, package, gpu)
     searched = sorted(key for key, b in tuned.get("triton", {}).items() if b.get("kernels"))
     raced = sorted(key for key, b in tuned.get("tilelang", {}).items() if b.get("phases"))
-    where = f"autotune/{cache.sanitize_gpu_name(gpu)}" if tuned else "no usable tuned file for this GPU"
+    source = lookup.borrowed_from(spec, spec_hash, gpu)
+    where = (f"autotune/{cache.sanitize_gpu_name(source or gpu)}" + (", another GPU of the same compute capability"
+                                                                      if source else "")
+             if tuned else "no usable tuned file for this GPU")
     return (f"{spec}: Triton launch configs " + (f"tuned at {', '.join(searched)}" if searched else "the defaults")
             + (f"; backend race at {', '.join(raced)}" if raced else "") + f" ({where})")
 

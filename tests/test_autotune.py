@@ -97,6 +97,10 @@ def test_save_load_round_trip_and_validation(tmp_path):
         cache.save(p, _table(buckets={"bf16/K128/V128/T4096": {"kernels": {"k": {"config": bad}}}}))
         with pytest.raises(cache.CacheError, match="config"):
             cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
+    for bad in ("9.0", [9], [9, "0"]):
+        cache.save(p, {**_table(), "capability": bad})
+        with pytest.raises(cache.CacheError, match="capability"):
+            cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
     cache.save(p, {**_table(), "format": 99})
     with pytest.raises(cache.CacheError, match="format"):
         cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
@@ -151,6 +155,28 @@ def test_missing_file_falls_back_with_one_warning(on_h200):
     assert len(rec) == 1
 
 
+def test_a_gpu_without_a_file_borrows_one_of_the_same_compute_capability(on_h200, monkeypatch):
+    """An H100 (sm_90) without a file of its own runs the H200's configs, with one warning; a GPU of
+    another compute capability does not; GKA_GEN_AUTOTUNE=1 still tunes for the GPU at hand."""
+    h100 = "NVIDIA H100 80GB HBM3"
+    cache.save(cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa"), {**_table(), "capability": [9, 0]})
+    monkeypatch.setattr(lookup, "gpu_name", lambda x: h100)
+    monkeypatch.setitem(lookup._CAPABILITIES, h100, [9, 0])
+    with pytest.warns(RuntimeWarning, match="using those tuned on NVIDIA H200 .*same compute capability 9.0") as rec:
+        assert _ask()["BK"] == 32 and _ask(T=16384)["BK"] == 16
+    assert len(rec) == 1 and lookup.borrowed_from("kda", "aaaaaaaaaaaa", h100) == "NVIDIA H200"
+    searched = []
+    monkeypatch.setattr(lookup, "_tune_now", lambda *a: searched.append(a[4:8]) or {})
+    monkeypatch.setenv("GKA_GEN_AUTOTUNE", "1")
+    lookup.invalidate()
+    assert _ask() == DEFAULT and searched == [("bf16", 128, 128, 4096)]  # tuned here, not borrowed
+    monkeypatch.delenv("GKA_GEN_AUTOTUNE")
+    monkeypatch.setitem(lookup._CAPABILITIES, h100, [8, 0])
+    lookup.invalidate()
+    with pytest.warns(RuntimeWarning, match="no tuned launch configs for kda"):
+        assert _ask() == DEFAULT
+
+
 def test_corrupt_file_falls_back_with_one_warning(on_h200):
     p = cache.tuned_path(on_h200, "NVIDIA H200", "kda", "aaaaaaaaaaaa")
     p.parent.mkdir(parents=True)
@@ -198,7 +224,8 @@ def test_each_backend_is_voided_by_its_own_kernel_sources(tmp_path):
     assert len(lines) == 1 and lines[0].endswith("tune that backend again; starting tilelang over")
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "autotune").glob("*/*.json")), ids=lambda p: p.parent.name + "/" + p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "autotune").glob("*/*.json")),
+                         ids=lambda p: p.parent.name + "/" + p.name)
 def test_committed_tuned_files_serve_the_generated_kernels(path):
     """A committed file is read by its package as it is now: same spec hash (its name and inside),
     every backend's kernels hash current. A kernel change that voids a file must replace or remove it."""

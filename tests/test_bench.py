@@ -372,5 +372,15 @@ def test_speed_notes_say_which_launch_configs_each_spec_ran_with(tmp_path, monke
             warnings.simplefilter("ignore")
             note = tuned.tuned_note("gla", "NVIDIA H200")
         assert note == "gla: Triton launch configs the defaults (no usable tuned file for this GPU)"
+        # a GPU of the same compute capability without a file of its own runs this one's configs
+        path = gpu / f"kda-{kda_spec.SPEC_HASH}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "capability": [9, 0]}))
+        monkeypatch.setitem(lookup._CAPABILITIES, "NVIDIA H100 80GB HBM3", [9, 0])
+        lookup.invalidate()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            note = tuned.tuned_note("kda", "NVIDIA H100 80GB HBM3")
+        assert note == ("kda: Triton launch configs tuned at bf16/K128/V128/T4096 "
+                        "(autotune/NVIDIA_H200, another GPU of the same compute capability)")
     finally:
         lookup.invalidate()

@@ -3,7 +3,8 @@
     autotune/<sanitized GPU name>/<spec>-<spec hash>.json
 
     {"format": 2, "spec": "kda", "spec_hash": "2ff1ee236694",
-     "kernels_hash": {"triton": "5d41402abc4b", "tilelang": "7d793037a076"}, "gpu": "NVIDIA H200",
+     "kernels_hash": {"triton": "5d41402abc4b", "tilelang": "7d793037a076"},
+     "gpu": "NVIDIA H200", "capability": [9, 0],
      "versions": {"torch": ..., "triton": ..., "gka_gen": ...}, "created": ISO date, "updated": ISO date,
      "backends": {"triton": {"bf16/K128/V128/T4096": {
          "shape": {"dtype": "bf16", "B": 4, "T": 4096, "H": 16, "K": 128, "V": 128},
@@ -141,6 +142,9 @@ def validate(data, spec: str, spec_hash_: str) -> dict:
     hashes = data.get("kernels_hash")
     if not isinstance(hashes, dict) or not all(isinstance(h, str) for h in hashes.values()):
         raise CacheError(f"'kernels_hash' must map each backend to its kernels' hash, got {hashes!r}")
+    capability = data.get("capability", [0, 0])
+    if not (isinstance(capability, list) and len(capability) == 2 and all(type(c) is int for c in capability)):
+        raise CacheError(f"'capability' must be [major, minor], got {capability!r}")
     backends = data.get("backends")
     if not isinstance(backends, dict) or not isinstance(data.get("gpu"), str):
         raise CacheError("missing 'gpu' or 'backends'")

@@ -7,7 +7,10 @@ launches with what comes back. In order:
 1. a config the search (tune.py) is trying right now, for this spec and kernel;
 2. on a CUDA tensor: the tuned config of this kernel in autotune/<GPU>/<spec>-<spec hash>.json for
    the nearest shape bucket (same dtype, K and V; nearest T). The file is read once, at the first
-   CUDA call of the spec; a missing or unusable one gives one warning and the defaults from then on;
+   CUDA call of the spec. Without a file for this GPU, one tuned on another GPU of the same compute
+   capability serves (an H200's on an H100: the same sm_90 code and per-SM limits, so its configs
+   run and compute the same here), with one warning; with neither, or an unusable file, one warning
+   and the defaults from then on;
 3. the kernel's default (its template's default_config).
 
 Nothing is ever searched at run time unless GKA_GEN_AUTOTUNE=1: then a CUDA call whose shape
@@ -16,6 +19,7 @@ minutes, default 10), writes the file, and uses the result.
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from contextlib import contextmanager
@@ -30,6 +34,8 @@ _TABLES: dict[tuple[str, str, str], dict] = {}  # (spec, hash, gpu) -> the file'
 _RESOLVED: dict[tuple, dict] = {}  # memo: one dict lookup per launch (or per auto choice) once a shape has been seen
 _WARNED: set = set()
 _GPU_NAMES: dict[int, str] = {}
+_CAPABILITIES: dict[str, list[int]] = {}  # GPU name -> [major, minor] compute capability, of the GPUs seen
+_BORROWED: dict[tuple[str, str, str], str] = {}  # (spec, hash, gpu) -> the other GPU whose file serves it
 _TUNING = False  # a search is running in this process: never start another from inside it
 
 
@@ -74,7 +80,8 @@ def gpu_name(x) -> str | None:
 
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _GPU_NAMES:
-        _GPU_NAMES[index] = torch.cuda.get_device_name(index)
+        _GPU_NAMES[index] = name = torch.cuda.get_device_name(index)
+        _CAPABILITIES[name] = list(torch.cuda.get_device_capability(index))
     return _GPU_NAMES[index]
 
 
@@ -83,13 +90,21 @@ def tuned_backends(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
     for ``gpu``; {} (after one warning) when the file is missing or unusable."""
     key = (spec, spec_hash, gpu)
     if key not in _TABLES:
-        path = cache.tuned_path(cache.root(), gpu, spec, spec_hash)
+        own = cache.tuned_path(cache.root(), gpu, spec, spec_hash)
+        path = own if own.is_file() else _same_architecture_file(own, gpu) or own
         try:
             table, stale = cache.load(path, spec, spec_hash, package_kernels_hashes(package))
             backends = table["backends"]
             for backend, why in stale.items():
                 _warn_once(key + (backend,), f"gka-gen: ignoring the {backend} configs of {path}: {why}. "
                                             f"Using {backend}'s default launch configs.")
+            if path != own:
+                _BORROWED[key] = table["gpu"]
+                capability = ".".join(map(str, table["capability"]))
+                _warn_once(key + ("borrowed",),
+                           f"gka-gen: no tuned launch configs for {spec} on {gpu}; using those tuned on "
+                           f"{table['gpu']} ({path}), a GPU of the same compute capability {capability}. "
+                           "`gka-gen autotune` on this GPU tunes for it.")
         except FileNotFoundError:
             others = sorted(p.name for p in path.parent.glob(f"{spec}-*.json"))
             stale = f" (only for other versions of the spec: {', '.join(others)})" if others else ""
@@ -102,6 +117,28 @@ def tuned_backends(spec: str, spec_hash: str, package: str, gpu: str) -> dict:
             backends = {}
         _TABLES[key] = backends
     return _TABLES[key]
+
+
+def _same_architecture_file(own: Path, gpu: str) -> Path | None:
+    """The same spec version's tuned file of another GPU with ``gpu``'s compute capability (the
+    file records it), or None."""
+    capability = _CAPABILITIES.get(gpu)
+    if capability is None:
+        return None
+    for path in sorted(own.parent.parent.glob(f"*/{own.name}")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("capability") == capability and data.get("gpu") != gpu:
+            return path
+    return None
+
+
+def borrowed_from(spec: str, spec_hash: str, gpu: str) -> str | None:
+    """The GPU whose tuned file serves ``spec`` on ``gpu`` (same compute capability, no file of its
+    own), None when it has its own or none; after tuned_backends read it."""
+    return _BORROWED.get((spec, spec_hash, gpu))
 
 
 def tuned_buckets(spec: str, spec_hash: str, package: str, gpu: str, backend: str = "triton") -> dict:
@@ -144,6 +181,7 @@ def invalidate() -> None:
     """Forget what was read (after a search wrote a file; tests)."""
     _TABLES.clear()
     _RESOLVED.clear()
+    _BORROWED.clear()
 
 
 @contextmanager
@@ -168,10 +206,11 @@ def _merge(default: dict, tuned: dict) -> dict:
 
 def _resolve(spec, spec_hash, package, backend, kernel, gpu, dtype, K, V, T, x) -> dict:
     buckets = tuned_buckets(spec, spec_hash, package, gpu, backend)
-    # a bucket holding only the backend race (no Triton search ran) counts as not tuned; a run-time
-    # search is Triton's only (TileLang's compiles take minutes)
-    if (backend == "triton" and not buckets.get(cache.bucket_key(dtype, K, V, T), {}).get("kernels")
-            and os.environ.get("GKA_GEN_AUTOTUNE") == "1" and not _TUNING):
+    # a bucket holding only the backend race (no Triton search ran) counts as not tuned, and so does
+    # one tuned on another GPU; a run-time search is Triton's only (TileLang's compiles take minutes)
+    untuned = (not buckets.get(cache.bucket_key(dtype, K, V, T), {}).get("kernels")
+               or borrowed_from(spec, spec_hash, gpu) is not None)
+    if backend == "triton" and untuned and os.environ.get("GKA_GEN_AUTOTUNE") == "1" and not _TUNING:
         buckets = _tune_now(package, spec, spec_hash, gpu, dtype, K, V, T, x)
     near = cache.nearest_bucket(buckets, dtype, K, V, T)
     entry = buckets[near]["kernels"].get(kernel) if near else None

@@ -344,6 +344,8 @@ def tune_package(package: str, shapes, *, budget_min: float | None = None, out: 
     gpu = _device_name(device)
     path = cache.tuned_path(out or cache.root(), gpu, name, spec_hash)
     table = _open_table(path, name, spec_hash, lookup.package_kernels_hashes(package), gpu, echo)
+    if device.type == "cuda":  # what lets a GPU of the same architecture use the file (lookup.py)
+        table["capability"] = list(torch.cuda.get_device_capability(device))
     verdict_memo: dict = {}
     try:
         for shape in shapes:
