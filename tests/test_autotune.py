@@ -430,7 +430,7 @@ def test_tilelang_search_tunes_its_own_kernels_and_the_race_uses_them(tmp_path, 
                      False, {}, False, lambda *_: None, "tilelang")
     bucket = json.loads(path.read_text())["backends"]["tilelang"][shape.bucket]["kernels"]
     assert set(bucket) == set(tlc.TUNABLE) and all(e["done"] for e in bucket.values())
-    assert bucket["chunk_state_fwd"]["config"] == {"threads": 256}  # the fastest of 64 / 128 / 256
+    assert bucket["chunk_state_fwd"]["config"]["threads"] == 256  # the fastest of 64 / 128 / 256 (any stages)
     assert bucket["chunk_grad_bwd"]["default"] == {"threads": 128}
     out = bucket["chunk_output_fwd"]  # faster at 256 threads, but wrong there: never kept
     assert out["config"] == {"threads": 128} and [t["status"] for t in out["trials"]] == ["ok", "mismatch"]
