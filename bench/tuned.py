@@ -54,6 +54,12 @@ def auto_pick(phases: dict) -> dict:
     return {call: race_winner(phases, parts) or "triton" for call, parts in calls.items()}
 
 
+def _search_state(entry: dict) -> str:
+    if entry.get("done"):
+        return ""
+    return " (the earlier search's pick rechecked; search open)" if entry.get("rechecked") else " (search not finished)"
+
+
 def render_file(path: Path) -> list[str]:
     data = json.loads(path.read_text())
     lines = [f"## {data['spec']} (`{path.name}`)", "",
@@ -74,7 +80,7 @@ def render_file(path: Path) -> list[str]:
                 tally = ", ".join(f"{seen[s]} {s}" for s in STATUSES if seen[s])
                 lines.append(f"| {name} | {kernel} | {e['phase']} | {config_text(e['default'])} "
                              f"| {_ms(e.get('default_ms'))} | {config_text(e['config'])} | {_ms(e.get('ms'))} | {gain} | "
-                             f"{tally}{'' if e.get('done') else ' (search not finished)'} |")
+                             f"{tally}{_search_state(e)} |")
             lines.append("")
         else:
             lines += ["No launch-config search at this bucket (the templates' defaults are used).", ""]
