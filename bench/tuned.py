@@ -54,6 +54,12 @@ def auto_pick(phases: dict) -> dict:
     return {call: race_winner(phases, parts) or "triton" for call, parts in calls.items()}
 
 
+def _search_state(entry: dict) -> str:
+    if entry.get("done"):
+        return ""
+    return " (the earlier search's pick rechecked; search open)" if entry.get("rechecked") else " (search not finished)"
+
+
 def render_file(path: Path) -> list[str]:
     data = json.loads(path.read_text())
     lines = [f"## {data['spec']} (`{path.name}`)", "",
@@ -74,7 +80,7 @@ def render_file(path: Path) -> list[str]:
                 tally = ", ".join(f"{seen[s]} {s}" for s in STATUSES if seen[s])
                 lines.append(f"| {name} | {kernel} | {e['phase']} | {config_text(e['default'])} "
                              f"| {_ms(e.get('default_ms'))} | {config_text(e['config'])} | {_ms(e.get('ms'))} | {gain} | "
-                             f"{tally}{'' if e.get('done') else ' (search not finished)'} |")
+                             f"{tally}{_search_state(e)} |")
             lines.append("")
         else:
             lines += ["No launch-config search at this bucket (the templates' defaults are used).", ""]
@@ -118,9 +124,12 @@ def tuned_note(spec: str, gpu: str) -> str:
     searched = sorted(key for key, b in tuned.get("triton", {}).items() if b.get("kernels"))
     raced = sorted(key for key, b in tuned.get("tilelang", {}).items() if b.get("phases"))
     source = lookup.borrowed_from(spec, spec_hash, gpu)
-    where = (f"autotune/{cache.sanitize_gpu_name(source or gpu)}" + (", another GPU of the same compute capability"
-                                                                      if source else "")
-             if tuned else "no usable tuned file for this GPU")
+    if not tuned:
+        where = "no usable tuned file for this GPU"
+    elif source:
+        where = f"autotune/{cache.sanitize_gpu_name(source)}, another GPU of the same compute capability"
+    else:
+        where = f"autotune/{cache.sanitize_gpu_name(gpu)}"
     return (f"{spec}: Triton launch configs " + (f"tuned at {', '.join(searched)}" if searched else "the defaults")
             + (f"; backend race at {', '.join(raced)}" if raced else "") + f" ({where})")
 

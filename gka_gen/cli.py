@@ -168,6 +168,9 @@ def autotune(
     jobs: Annotated[Optional[int], typer.Option(help="parallel ahead-of-time compiles (default: all cores)")] = None,
     warm_workers: Annotated[int, typer.Option(help="compile the race's kernels in this many processes first "
                                                    "(one spec each), so the timed run loads them from cache")] = 0,
+    recheck: Annotated[bool, typer.Option(help="after a kernel change voided a tuned file: per bucket of its "
+                                               "earlier search, time each kernel's new default and earlier "
+                                               "pick only, keep the faster (shapes come from the file)")] = False,
 ):
     """On a GPU: search each kernel's launch config per shape and time each backend's calls (the
     race backend='auto' reads); write autotune/<GPU>/<spec>-<hash>.json."""
@@ -175,13 +178,17 @@ def autotune(
         raise typer.BadParameter(f"--backend must be triton, tilelang or all, got {backend!r}")
     from .autotune.tune import DEFAULT_SHAPES, TuneError, parse_shapes, run
 
+    if recheck and (shapes or warm_workers):
+        raise typer.BadParameter("--recheck takes its shapes from the tuned files: leave out --shapes and "
+                                 "--warm-workers")
+
     try:
-        grid = parse_shapes(shapes or DEFAULT_SHAPES)
+        grid = [] if recheck else parse_shapes(shapes or DEFAULT_SHAPES)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     try:
         finished = run(specs or sorted(SPECS_DIR.glob("*.yaml")), grid, backend=backend, budget_min=budget_min,
-                       out=out, jobs=jobs, warm_workers=warm_workers, echo=typer.echo)
+                       out=out, jobs=jobs, warm_workers=warm_workers, recheck=recheck, echo=typer.echo)
     except TuneError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

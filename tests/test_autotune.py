@@ -101,6 +101,11 @@ def test_save_load_round_trip_and_validation(tmp_path):
         cache.save(p, {**_table(), "capability": bad})
         with pytest.raises(cache.CacheError, match="capability"):
             cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
+    for bad in ({"triton": {"bf16/K128/V128/T4096": {"kernels": {"k": {"BK": "32"}}}}}, {"triton": []},
+                {"triton": {"bf16/K128/V128/T4096": {"kernels": {}, "shape": {"dtype": "bf16", "B": 0}}}}):
+        cache.save(p, {**_table(), "prior": bad})
+        with pytest.raises(cache.CacheError, match="prior"):
+            cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
     cache.save(p, {**_table(), "format": 99})
     with pytest.raises(cache.CacheError, match="format"):
         cache.load(p, "kda", "aaaaaaaaaaaa", KDA_KERNELS)
@@ -218,10 +223,14 @@ def test_each_backend_is_voided_by_its_own_kernel_sources(tmp_path):
     assert list(stale) == ["tilelang"] and "other tilelang kernel sources" in stale["tilelang"]
     data, stale = cache.load(p, "kda", "aaaaaaaaaaaa", {**KDA_KERNELS, "triton": "0" * 12})
     assert set(data["backends"]) == {"tilelang"} and list(stale) == ["triton"]
+    # the voided search's picks stay on as `prior` (nothing launches with them; --recheck reads them)
+    assert data["prior"] == {"triton": {key: {"shape": b.get("shape"), "kernels": {k: e["config"] for k, e in
+                                                                                b["kernels"].items()}}
+                                        for key, b in table["backends"]["triton"].items()}}
     lines = []  # a search resumes the file: the stale backend starts over, the other is kept
     table = tune._open_table(p, "kda", "aaaaaaaaaaaa", now, "NVIDIA H200", lines.append)
     assert set(table["backends"]) == {"triton"} and table["kernels_hash"] == now
-    assert len(lines) == 1 and lines[0].endswith("tune that backend again; starting tilelang over")
+    assert len(lines) == 1 and "tune that backend again" in lines[0] and lines[0].endswith("starting tilelang over")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "autotune").glob("*/*.json")),
@@ -430,7 +439,7 @@ def test_tilelang_search_tunes_its_own_kernels_and_the_race_uses_them(tmp_path, 
                      False, {}, False, lambda *_: None, "tilelang")
     bucket = json.loads(path.read_text())["backends"]["tilelang"][shape.bucket]["kernels"]
     assert set(bucket) == set(tlc.TUNABLE) and all(e["done"] for e in bucket.values())
-    assert bucket["chunk_state_fwd"]["config"] == {"threads": 256}  # the fastest of 64 / 128 / 256
+    assert bucket["chunk_state_fwd"]["config"]["threads"] == 256  # the fastest of 64 / 128 / 256 (any stages)
     assert bucket["chunk_grad_bwd"]["default"] == {"threads": 128}
     out = bucket["chunk_output_fwd"]  # faster at 256 threads, but wrong there: never kept
     assert out["config"] == {"threads": 128} and [t["status"] for t in out["trials"]] == ["ok", "mismatch"]
@@ -441,6 +450,70 @@ def test_tilelang_search_tunes_its_own_kernels_and_the_race_uses_them(tmp_path, 
                     lambda *_: None)
     assert {s[3]["threads"] for s in seen if s[0] == "tilelang"} == {bucket["chunk_grad_bwd"]["config"]["threads"]}
     assert tune._tilelang_tunable("generated.gka", "ridge", lambda *_: None) is None
+
+
+def test_recheck_times_each_default_and_earlier_pick_and_leaves_the_search_open(tmp_path, monkeypatch):
+    """After a kernel change voids a file, --recheck runs per bucket of the voided search each kernel's
+    new default and its earlier pick only (on the default's parameters), verified and timed; keeps
+    the faster; spends the picks; and leaves each search open, so a plain run goes on from there."""
+    from generated.deltanet import spec as dn_spec
+    from generated.deltanet import triton_kernels as tk
+
+    shape = tune.Shape("bf16", 2, 64, 2, 64, 64)
+    defaults = {k: tk.default_config(k, 64, 64) for k in configs.kernels("linear")}
+    grad = {**defaults["chunk_grad_bwd"], "BV": 16}  # faster in the stand-in timing
+    out = {**defaults["chunk_output_fwd"], "BK": 32}  # wrong outputs with the new kernels
+    picks = {"chunk_grad_bwd": grad, "chunk_output_fwd": out, "chunk_state_fwd": defaults["chunk_state_fwd"],
+             "fused_recurrent_fwd": {**defaults["fused_recurrent_fwd"], "gone": 1}}  # a parameter no longer taken
+    path = cache.tuned_path(tmp_path, "cpu", "deltanet", dn_spec.SPEC_HASH)
+    bucket = {"shape": tune.asdict(shape), "kernels": {k: {"config": c} for k, c in picks.items()}}
+    cache.save(path, cache.new_table("deltanet", dn_spec.SPEC_HASH, {"triton": "0" * 12}, "cpu", {}, "then")
+               | {"backends": {"triton": {shape.bucket: bucket}}})
+
+    def active():
+        return {k[2]: v for k, v in lookup._OVERRIDES.items() if k[:2] == ("deltanet", "triton")}
+
+    class FakeCalls:
+        def __init__(self, package, shape, device, backend="triton"):
+            pass
+
+        def phase(self, name):
+            return lambda: (torch.full((2,), 3.0 if active().get("chunk_output_fwd") == out else 1.0),
+                            json.dumps(active(), sort_keys=True))
+
+    monkeypatch.setattr(tune, "Calls", FakeCalls)
+    monkeypatch.setattr(tune, "bench", lambda fn, dev: 10.0 - (json.loads(fn()[1]).get("chunk_grad_bwd") == grad))
+    monkeypatch.setattr(tune, "max_rel_diff", lambda o, r: float((o[0] - r[0]).abs().max()))
+    lines = []
+    tune.tune_package("generated.deltanet", [], device="cpu", out=tmp_path, use_prefilter=False, progress=False,
+                      echo=lines.append, recheck=True)
+    data, stale = cache.load(path, "deltanet", dn_spec.SPEC_HASH, lookup.package_kernels_hashes("generated.deltanet"))
+    assert stale == {} and "prior" not in data  # current now, the picks spent
+    entries = data["backends"]["triton"][shape.bucket]["kernels"]
+    assert set(entries) == set(defaults) and not any(e["done"] for e in entries.values())
+    assert all(e["rechecked"] for e in entries.values())
+    tried = {k: [t["config"] for t in e["trials"]] for k, e in entries.items()}
+    assert tried["chunk_grad_bwd"] == [defaults["chunk_grad_bwd"], grad] and entries["chunk_grad_bwd"]["config"] == grad
+    assert [t["status"] for t in entries["chunk_output_fwd"]["trials"]] == ["ok", "mismatch"]
+    assert entries["chunk_output_fwd"]["config"] == defaults["chunk_output_fwd"]
+    assert tried["chunk_state_fwd"] == [defaults["chunk_state_fwd"]]  # the pick was the default
+    assert tried["fused_recurrent_fwd"] == [defaults["fused_recurrent_fwd"]]  # "gone" dropped: the default again
+    assert tried["chunk_intra_fwd"] == [defaults["chunk_intra_fwd"]]  # no earlier pick
+    assert any("chunk_grad_bwd: " in x and "the earlier pick rechecked" in x for x in lines)
+    assert set(data["backends"]["triton"][shape.bucket]["phases"]) == {"fwd", "bwd", "recurrent"}
+
+    lines.clear()  # a second recheck has nothing to do
+    tune.tune_package("generated.deltanet", [], device="cpu", out=tmp_path, use_prefilter=False, progress=False,
+                      echo=lines.append, recheck=True)
+    assert any("nothing to recheck" in x for x in lines)
+    # a plain search goes on with the candidates not tried yet, and closes the kernel's search
+    monkeypatch.setitem(configs.SPACES, "linear", {"chunk_grad_bwd": ("bwd", {"BV": (16, 32, 64)})})
+    tune.tune_package("generated.deltanet", [shape], device="cpu", out=tmp_path, use_prefilter=False,
+                      progress=False, echo=lines.append)
+    e = json.loads(path.read_text())["backends"]["triton"][shape.bucket]["kernels"]["chunk_grad_bwd"]
+    assert [t["config"]["BV"] for t in e["trials"]][:2] == [defaults["chunk_grad_bwd"]["BV"], 16]
+    assert {t["config"]["BV"] for t in e["trials"]} == {16, 32, 64} and len(e["trials"]) == 3
+    assert e["done"] and "rechecked" not in e
 
 
 # ----------------------------------------------------------------------------- config spaces
@@ -638,6 +711,9 @@ def test_command_goes_on_in_a_new_process_after_a_gpu_fault(monkeypatch):
     assert tune.parse_shapes(cmd[cmd.index("--shapes") + 1]) == shapes
     assert cmd[cmd.index("--out") + 1] == "o" and 4.9 < float(cmd[cmd.index("--budget-min") + 1]) <= 5
     assert any("going on in a new process" in line for line in lines)
+    calls.clear()  # a recheck goes on as a recheck
+    tune.run(["specs/kda.yaml"], [], recheck=True, echo=lines.append)
+    assert "--recheck" in calls[0][0] and "--shapes" not in calls[0][0]
     monkeypatch.setenv("GKA_GEN_AUTOTUNE_RESTARTS", str(tune.MAX_RESTARTS))
     with pytest.raises(tune.TuneError, match="faulted"):
         tune.run(["specs/kda.yaml"], shapes, echo=lines.append)
@@ -733,7 +809,7 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     calls = []
 
     def fake_tune(package, shapes, **kw):
-        calls.append((package, shapes, kw["deadline"], {k: kw[k] for k in ("search", "race")}))
+        calls.append((package, shapes, kw["deadline"], {k: kw[k] for k in ("search", "race")}, kw["recheck"]))
         if package == "generated.gka":
             raise tune.BudgetExceeded
         return Path("x.json")
@@ -760,6 +836,11 @@ def test_command_tunes_each_spec_and_reports_the_budget(monkeypatch):
     calls.clear()
     r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--shapes", "K=128"])
     assert r.exit_code == 2 and calls == []
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--recheck"])
+    assert r.exit_code == 0 and calls[0][1] == [] and calls[0][4] is True
+    calls.clear()
+    r = CliRunner().invoke(app, ["autotune", "specs/kda.yaml", "--recheck", "--shapes", "K=128 T=4096"])
+    assert r.exit_code == 2 and "--recheck takes its shapes from the tuned files" in r.output and calls == []
     # The --warm-workers pre-compile runs before the budget starts: a warm-up longer than the
     # budget (here "longer": the clock jumps 10 min) still leaves the search all of it.
     clock = [time.monotonic()]

@@ -328,7 +328,9 @@ def test_tuned_page_reports_gains_outcomes_race_and_staleness(tmp_path):
               {"config": {"BK": 64}, "status": "crash", "ms": None}, {"config": {"BK": 8}, "status": "mismatch"}]
     bucket = {"shape": {"dtype": "bf16", "B": 4, "T": 4096, "H": 16, "K": 128, "V": 128},
               "kernels": {"chunk_grad_bwd": {"phase": "bwd", "default": {"BK": 16}, "default_ms": 3.0,
-                                             "config": {"BK": 32}, "ms": 2.0, "done": True, "trials": trials}},
+                                             "config": {"BK": 32}, "ms": 2.0, "done": True, "trials": trials},
+                          "chunk_state_bwd": {"phase": "bwd", "default": {"BV": 32}, "config": {"BV": 16},
+                                              "rechecked": True, "trials": trials[:2]}},
               "phases": {"fwd": 1.0, "bwd": 2.0, "recurrent": 5.0}}
     race = {"shape": bucket["shape"], "kernels": {}, "phases": {"fwd": 0.5, "bwd": 3.0, "recurrent": 4.0}}
     for name, kernels_hash in (("kda", lookup.package_kernels_hashes("generated.kda")), ("gla", {"triton": "0" * 12})):
@@ -339,6 +341,7 @@ def test_tuned_page_reports_gains_outcomes_race_and_staleness(tmp_path):
     assert bench_main(["tuned", "--dir", str(gpu), "--out", str(tmp_path)]) == 0
     page = (tmp_path / "tuned_NVIDIA_H200.md").read_text()
     assert "| triton | chunk_grad_bwd | bwd | BK=16 | 3.000 | BK=32 | 2.000 | 1.50x | 2 ok, 1 mismatch, 1 crash |" in page
+    assert "| BV=16 | - | - | 2 ok (the earlier search's pick rechecked; search open) |" in page  # --recheck's
     # fwd: TileLang 0.5 < 1.0; fwd+bwd: Triton 3.0 < 3.5; recurrent: TileLang 4.0 < 5.0
     assert "auto picks: forward (no grad): tilelang, forward + backward: triton, recurrent: tilelang" in page
     gla_part, kda_part = page.split("## kda")

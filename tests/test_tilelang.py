@@ -110,13 +110,18 @@ def test_lowers_to_cuda_source(lowered, name, K):
     for kernel, src in sources.items():
         assert 'extern "C" __global__ void __launch_bounds__' in src, kernel
         assert f"void {kernel}_kernel(" in src, kernel
+        # a producer warp's private copy of a consumer buffer: TileLang's warp specialization gave
+        # the producer a statement that is not a plain load (test_state_scan_stages_...)
+        assert "_producer_ws" not in src, kernel
 
 
 @needs_tilelang
 def test_every_searched_config_lowers():
-    """Each thread count `gka-gen autotune --backend tilelang` may try (configs.TILELANG_SPACES)
-    lowers for sm_90 and launches that many threads: a candidate that cannot would only fail on the
-    GPU, mid-search. deltanet at K = V = 64 (the spaces are the same for the linear family)."""
+    """Each config `gka-gen autotune --backend tilelang` may try (configs.TILELANG_SPACES) lowers for
+    sm_90 and launches that many threads: a candidate that cannot would only fail on the GPU,
+    mid-search. deltanet at K = V = 64 (the spaces are the same for the linear family). The state
+    scan's T.copy loads make TileLang add producer threads that issue them, as many as the
+    program's own."""
     import tilelang
     from tilelang import tvm
 
@@ -128,7 +133,31 @@ def test_every_searched_config_lowers():
             default = pkg.common.default_config(kernel, 64, 64)
             for cfg in configs.candidates("linear", kernel, 64, 64, default, "tilelang")[1:]:
                 src = tilelang.lower(pkg.programs(64, 64, configs={kernel: cfg})[kernel], target=target).kernel_source
-                assert f"__launch_bounds__({cfg['threads']}" in src, (kernel, cfg)
+                producer = cfg["threads"] if kernel == "chunk_state_fwd" else 0
+                assert f"__launch_bounds__({cfg['threads'] + producer}" in src, (kernel, cfg)
+
+
+@needs_tilelang
+@pytest.mark.parametrize("name", LINEAR_PACKAGES)
+def test_state_scan_stages_prefetch_the_next_chunks(name):
+    """num_stages = n keeps n chunks' loads in flight: the lowered scan indexes an n-slot ring of
+    shared buffers by the chunk counter (i_c & 1 for two, i_c % 3 for three); one stage has no ring."""
+    import tilelang
+    from tilelang import tvm
+
+    pkg = importlib.import_module(f"generated.{name}.tilelang_kernels")
+    src = {}
+    with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}) as target:
+        for n in (1, 2, 3):
+            prog = pkg.programs(64, 64, configs={"chunk_state_fwd": {"num_stages": n}})["chunk_state_fwd"]
+            src[n] = tilelang.lower(prog, target=target).kernel_source
+    assert "tma_load" in src[2] and "cp_async" in src[2]  # asynchronous loads
+    # TileLang hands the producer warps every statement that reads global memory into shared; one
+    # that also reads a consumer's fragment gets a private, never-written copy of it (named
+    # *_producer_ws), and the scan's V' came out wrong on the H200 (fwd.py.j2, chunk_state_fwd_program)
+    assert all("_producer_ws" not in s for s in src.values())
+    assert src[1].count("(i_c & 1)") <= 2 < src[2].count("(i_c & 1)")  # one stage: mbarrier parity only
+    assert "i_c % 3" not in src[2] and "i_c % 3" in src[3]
 
 
 CUDA_FLAGS = ["-std=c++20", "-w", "-Xcudafe", "--diag_suppress=177", "-c",
@@ -431,3 +460,27 @@ def test_needs_grad():
     assert not op_runtime.needs_grad({"q": x.detach(), "scale": 1.0})
     with torch.no_grad():
         assert not op_runtime.needs_grad({"q": x})
+
+
+@needs_tilelang
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_pipelined_state_scans_compile_with_nvcc(tmp_path):
+    """The deeper pipelines the search may pick (num_stages 2 and 3) compile for sm_90a too; the
+    lowering test above only reads their source. One translation unit for all four packages."""
+    import tilelang
+    from tilelang import tvm
+    from tilelang.env import CUTLASS_INCLUDE_DIR, TILELANG_TEMPLATE_PATH
+
+    sources = []
+    with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}) as target:
+        for name in LINEAR_PACKAGES:
+            pkg = importlib.import_module(f"generated.{name}.tilelang_kernels")
+            for n in (2, 3):
+                prog = pkg.programs(64, 64, configs={"chunk_state_fwd": {"num_stages": n}})["chunk_state_fwd"]
+                src = tilelang.lower(prog, target=target).kernel_source
+                sources.append(src.replace("chunk_state_fwd_kernel", f"chunk_state_fwd_kernel_{name}_{n}"))
+    cu = tmp_path / "pipelined.cu"
+    cu.write_text("\n".join(sources))
+    r = subprocess.run(["nvcc", *CUDA_FLAGS, f"-I{CUTLASS_INCLUDE_DIR}", f"-I{TILELANG_TEMPLATE_PATH}", str(cu),
+                        "-o", str(tmp_path / "out.o")], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -26,6 +26,10 @@ inside: a changed spec never reads configs tuned for another version of it. Each
 hash (of its generated kernel sources) is checked too: a config tuned for other kernel code
 (templates changed since) could now exceed shared memory, so that backend's entries are dropped
 when the file is read (the other backend's stay: a TileLang change does not void Triton's search).
+Their picks move to `prior` ({backend: {bucket: {"shape": ..., "kernels": {kernel: config}}}}),
+which nothing launches with: `gka-gen autotune --recheck` times each against the new default and
+keeps what still reproduces the default's outputs and is faster, a few minutes where a search takes
+an hour (tune.py).
 """
 from __future__ import annotations
 
@@ -129,6 +133,17 @@ def _check_config(cfg, where):
         raise CacheError(f"{where}: a config must be a non-empty {{name: int}} object, got {cfg!r}")
 
 
+SHAPE_FIELDS = {"dtype": str, "B": int, "T": int, "H": int, "K": int, "V": int}
+
+
+def _check_shape(shape, where):
+    """A bucket's recorded shape (tune.Shape's fields), or None where none was recorded."""
+    if shape is not None and not (isinstance(shape, dict) and set(shape) == set(SHAPE_FIELDS) and all(
+            type(shape[f]) is t for f, t in SHAPE_FIELDS.items()) and shape["dtype"] in DTYPES
+            and min(shape[f] for f in "BTHKV") > 0):
+        raise CacheError(f"{where}: 'shape' must be {{{', '.join(SHAPE_FIELDS)}}}, got {shape!r}")
+
+
 def validate(data, spec: str, spec_hash_: str) -> dict:
     """``data`` if it is a well-formed table for this spec version, else CacheError."""
     if not isinstance(data, dict):
@@ -148,6 +163,18 @@ def validate(data, spec: str, spec_hash_: str) -> dict:
     backends = data.get("backends")
     if not isinstance(backends, dict) or not isinstance(data.get("gpu"), str):
         raise CacheError("missing 'gpu' or 'backends'")
+    prior = data.get("prior", {})
+    if not isinstance(prior, dict) or not all(isinstance(b, dict) for b in prior.values()):
+        raise CacheError("'prior' must map each backend to its buckets")
+    for backend, buckets in prior.items():
+        for key, bucket in buckets.items():
+            parse_bucket(key)
+            kernels = bucket.get("kernels") if isinstance(bucket, dict) else None
+            if not isinstance(kernels, dict):
+                raise CacheError(f"prior.{backend}/{key}: missing 'kernels'")
+            _check_shape(bucket.get("shape"), f"prior.{backend}/{key}")
+            for name, cfg in kernels.items():
+                _check_config(cfg, f"prior.{backend}/{key}/{name}")
     for backend, buckets in backends.items():
         if not isinstance(buckets, dict):
             raise CacheError(f"backends.{backend} is not an object")
@@ -171,7 +198,8 @@ def validate(data, spec: str, spec_hash_: str) -> dict:
 
 def load(path: Path, spec: str, spec_hash_: str, kernels_hashes: dict) -> tuple[dict, dict]:
     """Read and validate one tuned file: (the table, holding only the backends tuned for the kernel
-    sources ``kernels_hashes`` ({backend: kernels_hash}); {dropped backend: why}).
+    sources ``kernels_hashes`` ({backend: kernels_hash}); {dropped backend: why}). A dropped
+    backend's picks go to the table's `prior` (replacing older ones of that backend).
     FileNotFoundError when absent, CacheError when unusable."""
     text = Path(path).read_text()
     try:
@@ -183,8 +211,12 @@ def load(path: Path, spec: str, spec_hash_: str, kernels_hashes: dict) -> tuple[
         then, now = data["kernels_hash"].get(backend), kernels_hashes.get(backend)
         if then != now:
             stale[backend] = (f"tuned for other {backend} kernel sources (kernels hash {then!r}, now {now!r}: "
-                              "the templates changed since); tune that backend again")
-            del data["backends"][backend]
+                              "the templates changed since); tune that backend again, or time its earlier "
+                              "picks against the new defaults with `gka-gen autotune --recheck`")
+            picks = {key: {"shape": bucket.get("shape"), "kernels": {k: e["config"] for k, e in bucket["kernels"].items()}}
+                     for key, bucket in data["backends"].pop(backend).items() if bucket["kernels"]}
+            if picks:
+                data.setdefault("prior", {})[backend] = picks
             data["kernels_hash"].pop(backend, None)
     return data, stale
 

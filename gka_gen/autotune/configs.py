@@ -45,13 +45,14 @@ SPACES = {
 }
 
 # TileLang's kernels (their templates' default_config): the thread count of each program, which sets
-# how T.gemm splits its tiles over warps and how T.Parallel loops spread. Only the linear family:
+# how T.gemm splits its tiles over warps and how T.Parallel loops spread, and the forward state
+# scan's pipeline depth over its chunks (T.Pipelined num_stages). Only the linear family:
 # the ridge programs map rows to threads explicitly (the first 64 of 256 run the per-row sums), so
 # their thread count is part of the program, not a launch choice.
 TILELANG_SPACES = {
     "linear": {
         "chunk_intra_fwd": ("fwd", {"threads": (128, 256)}),
-        "chunk_state_fwd": ("fwd", {"threads": (64, 128, 256)}),
+        "chunk_state_fwd": ("fwd", {"threads": (64, 128, 256), "num_stages": (1, 2, 3)}),
         "chunk_output_fwd": ("fwd", {"threads": (128, 256)}),
         "chunk_state_bwd": ("bwd", {"threads": (64, 128, 256)}),
         "chunk_grad_bwd": ("bwd", {"threads": (128, 256)}),

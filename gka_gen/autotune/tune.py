@@ -18,6 +18,12 @@ Per spec and shape:
 4. the race (race_shape): each backend's whole calls, timed with its best configs, one backend
    after the other; TileLang's outputs must match Triton's to be timed. `backend="auto"` reads it.
 
+`--recheck` (after a kernel change voided a file's search, cache.py): per bucket of that search,
+each kernel runs only its new default and the earlier pick (the file's `prior`), verified and timed
+as above; the faster stays, the kernel's search left open, so a later plain run goes on with the
+rest of its candidates. Kernel changes that leave what a config means alone (a launcher that stops
+recomputing a tensor) keep their tuning for a few minutes of GPU time instead of an hour.
+
 The budget (minutes) covers the search and the race, their compiles included (not the
 --warm-workers pre-compile, which runs first: a budget shorter than it would otherwise end the run
 before its first candidate); past it the search stops after the current candidate, keeps the best
@@ -302,9 +308,10 @@ def _device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _open_table(path: Path, spec: str, spec_hash: str, kernels_hashes: dict, gpu: str, echo) -> dict:
-    """The file so far (to resume), less the backends tuned for other kernel sources; a new table
-    when there is none or it is unusable."""
+def _open_table(path: Path, spec: str, spec_hash: str, kernels_hashes: dict, gpu: str, echo,
+                recheck: bool = False) -> dict:
+    """The file so far (to resume), less the backends tuned for other kernel sources (their picks
+    kept as `prior`); a new table when there is none or it is unusable."""
     try:
         table, stale = cache.load(path, spec, spec_hash, kernels_hashes)
     except FileNotFoundError:
@@ -313,7 +320,7 @@ def _open_table(path: Path, spec: str, spec_hash: str, kernels_hashes: dict, gpu
         echo(f"  {path}: {e}; starting over")
     else:
         for backend, why in stale.items():
-            echo(f"  {path}: {why}; starting {backend} over")
+            echo(f"  {path}: {why}; " + ("rechecking its picks" if recheck else f"starting {backend} over"))
         table["kernels_hash"] = dict(kernels_hashes)
         return table
     return cache.new_table(spec, spec_hash, kernels_hashes, gpu, _versions(), _now())
@@ -321,10 +328,11 @@ def _open_table(path: Path, spec: str, spec_hash: str, kernels_hashes: dict, gpu
 
 def tune_package(package: str, shapes, *, budget_min: float | None = None, out: Path | None = None, device=None,
                  jobs: int | None = None, use_prefilter: bool = True, progress: bool = True, echo=print,
-                 deadline: float | None = None, search=("triton",), race=("triton",)) -> Path:
+                 deadline: float | None = None, search=("triton",), race=("triton",), recheck: bool = False) -> Path:
     """Search every tunable kernel of ``package`` (e.g. "generated.kda") of each backend in
     ``search`` for each shape, then time the whole calls of each backend in ``race`` with its best
-    configs (race_shape); returns the file written. BudgetExceeded when the budget ran out (the file
+    configs (race_shape); returns the file written. ``recheck``: instead of ``shapes``, the buckets
+    of the file's `prior` picks, each kernel trying its default and that pick only. BudgetExceeded when the budget ran out (the file
     then holds the partial search). A backend without tunable kernels for the package's family (the
     ridge TileLang programs) is skipped with a note."""
     import torch
@@ -343,18 +351,24 @@ def tune_package(package: str, shapes, *, budget_min: float | None = None, out: 
         raise TuneError(f"{package} has no tunable kernels {sorted(missing)}: run `gka-gen generate`")
     gpu = _device_name(device)
     path = cache.tuned_path(out or cache.root(), gpu, name, spec_hash)
-    table = _open_table(path, name, spec_hash, lookup.package_kernels_hashes(package), gpu, echo)
+    table = _open_table(path, name, spec_hash, lookup.package_kernels_hashes(package), gpu, echo, recheck)
     if device.type == "cuda":  # what lets a GPU of the same architecture use the file (lookup.py)
         table["capability"] = list(torch.cuda.get_device_capability(device))
     verdict_memo: dict = {}
+    plan = _recheck_plan(table, search) if recheck else [(shape, dict.fromkeys(search)) for shape in shapes]
+    if recheck and not plan:
+        echo(f"  {name}: nothing to recheck ({path} holds no picks of earlier kernel sources)")
     try:
-        for shape in shapes:
+        for shape, picks in plan:
             tried = _trial_count(table, shape)
-            for backend in search:
+            for backend, kernel_picks in picks.items():
                 mod = kernels_mod if backend == "triton" else _tilelang_tunable(package, family, echo)
                 if mod is not None:
                     _tune_shape(package, name, family, mod, shape, table, path, device, deadline, jobs,
-                                use_prefilter and backend == "triton", verdict_memo, progress, echo, backend)
+                                use_prefilter and backend == "triton", verdict_memo, progress, echo, backend,
+                                picks=kernel_picks)
+                if recheck:
+                    _drop_prior(table, path, backend, shape.bucket)
             race_shape(package, name, shape, table, path, device, race, echo,
                        retime=_trial_count(table, shape) != tried)
     finally:
@@ -393,9 +407,11 @@ def _tilelang_tunable(package: str, family: str, echo):
 
 
 def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, device, deadline, jobs,
-                use_prefilter, verdict_memo, progress, echo, backend="triton"):
+                use_prefilter, verdict_memo, progress, echo, backend="triton", picks=None):
     """One backend's search at one shape. ``kernels_mod`` has the backend's default_config; the
-    resource model (use_prefilter) is Triton's: TileLang candidates are all compiled and timed."""
+    resource model (use_prefilter) is Triton's: TileLang candidates are all compiled and timed.
+    ``picks`` ({kernel: config}, a recheck): each kernel's candidates are its default and that
+    config only, and its search stays open."""
     buckets = table["backends"].setdefault(backend, {})
     bucket = buckets.get(shape.bucket)
     if bucket is None or bucket.get("shape") != asdict(shape):  # a bucket re-tuned at another B starts over
@@ -407,8 +423,9 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
         echo(f"  {name} {shape.bucket} {backend}: done already")
         return
     defaults = {k: kernels_mod.default_config(k, shape.K, shape.V) for k in names}
-    todo = {k: configs.candidates(family, k, shape.K, shape.V, defaults[k], backend) for k in names
-            if not entries.get(k, {}).get("done")}
+    todo = {k: (configs.candidates(family, k, shape.K, shape.V, defaults[k], backend) if picks is None
+                else _recheck_candidates(defaults[k], picks.get(k)))
+            for k in names if not entries.get(k, {}).get("done")}
     # Resource verdicts of the candidates not tried yet (a resumed search compiles only those). The
     # compiled kernels depend on K, V, H and dtype, not on B or T: one verdict serves every T.
     rkey = (shape.K, shape.V, shape.H, shape.dtype)
@@ -466,7 +483,11 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
             try:
                 search(cands, run, time_it, refs[entry["phase"]], tol, deadline, tried=tried[kernel],
                        verdicts=verdicts[kernel], on_trial=on_trial, on_start=on_start)
-                entry["done"] = True
+                if picks is None:
+                    entry["done"] = True
+                    entry.pop("rechecked", None)
+                else:
+                    entry["rechecked"] = True
             finally:
                 _record(entry, defaults[kernel], best, kernel)
                 table["updated"] = _now()
@@ -475,6 +496,40 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
         bar.close()
     for kernel in todo:
         echo(gain_line(name, shape.bucket, backend, kernel, entries[kernel]))
+
+
+def _recheck_plan(table, backends) -> list:
+    """The buckets of the table's `prior` picks for these backends: [(shape, {backend: {kernel:
+    config}})]. A bucket recorded without its shape gets the issue's B*T = 16384 and H = 16."""
+    plan: dict = {}
+    for backend in backends:
+        for key, bucket in table.get("prior", {}).get(backend, {}).items():
+            if bucket.get("shape"):
+                shape = Shape(**bucket["shape"])
+            else:
+                dtype, K, V, T = cache.parse_bucket(key)
+                shape = Shape(dtype, max(1, 16384 // T), T, 16, K, V)
+            plan.setdefault(shape, {})[backend] = bucket["kernels"]
+    return list(plan.items())
+
+
+def _recheck_candidates(default: dict, pick: dict | None) -> list[dict]:
+    """The default, then the earlier pick on the default's parameters (one the kernel no longer
+    takes is dropped, a new one keeps its default value)."""
+    carried = {p: pick.get(p, v) for p, v in default.items()} if pick else default
+    return [dict(default)] + ([carried] if carried != default else [])
+
+
+def _drop_prior(table, path, backend: str, bucket: str) -> None:
+    """A rechecked bucket's earlier picks are spent: out of the file."""
+    prior = table.get("prior", {})
+    if backend in prior:
+        prior[backend].pop(bucket, None)
+        if not prior[backend]:
+            del prior[backend]
+    if not prior:
+        table.pop("prior", None)
+    cache.save(path, table)
 
 
 def config_text(cfg: dict) -> str:
@@ -488,7 +543,8 @@ def gain_line(name: str, bucket: str, backend: str, kernel: str, entry: dict) ->
     if entry.get("ms") is None or entry.get("default_ms") is None:
         return f"  {name} {bucket} {backend} {kernel}: {cfg} (nothing timed against the default)"
     return (f"  {name} {bucket} {backend} {kernel}: {cfg}, {entry['default_ms']:.3f} -> {entry['ms']:.3f} ms "
-            f"({entry['default_ms'] / entry['ms']:.2f}x)")
+            f"({entry['default_ms'] / entry['ms']:.2f}x)" + (", the earlier pick rechecked" if entry.get("rechecked")
+                                                           else ""))
 
 
 # ----------------------------------------------------------------------------- the backend race
@@ -590,10 +646,11 @@ def shape_text(shapes) -> str:
     return "; ".join(f"K={s.K} V={s.V} T={s.T} B={s.B} H={s.H} dtype={s.dtype}" for s in shapes)
 
 
-def autotune_command(spec_paths, backend: str, shapes, out: Path | None = None) -> list[str]:
-    """`gka-gen autotune` for these specs, backend and exactly these shapes, as a subprocess argv."""
+def autotune_command(spec_paths, backend: str, shapes, out: Path | None = None, recheck: bool = False) -> list[str]:
+    """`gka-gen autotune` for these specs, backend and exactly these shapes (or --recheck), as a
+    subprocess argv."""
     cmd = [sys.executable, "-m", "gka_gen.cli", "autotune", *map(str, spec_paths), "--backend", backend,
-           "--shapes", shape_text(shapes)]
+           *(["--recheck"] if recheck else ["--shapes", shape_text(shapes)])]
     return cmd + (["--out", str(out)] if out is not None else [])
 
 
@@ -619,14 +676,15 @@ def warm_caches(spec_paths, shapes, workers: int, echo=print) -> None:
 
 
 def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None = None, out: Path | None = None,
-        jobs: int | None = None, warm_workers: int = 0, echo=print) -> bool:
+        jobs: int | None = None, warm_workers: int = 0, recheck: bool = False, echo=print) -> bool:
     """`gka-gen autotune`: every spec in turn, one file each. False when the budget ran out.
 
     backend "triton": search the Triton configs, then time Triton's calls; "tilelang": search the
     TileLang configs (threads; the linear family), then time the TileLang calls beside Triton's
     current ones, the race `backend="auto"` reads; "all": both searches and the race.
     warm_workers > 0 compiles the race's kernels (default configs) in that many processes first
-    (warm_caches)."""
+    (warm_caches). recheck: the buckets of each file's earlier picks instead of ``shapes``
+    (tune_package)."""
     import torch
 
     from ..codegen.generate import import_generated
@@ -640,19 +698,21 @@ def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None
     for i, p in enumerate(spec_paths):
         spec = load_spec(Path(p))
         package = import_generated(spec, p).__name__
-        echo(f"{spec.name} (hash {spec.hash}) on {torch.cuda.get_device_name()}: {len(shapes)} shapes")
+        echo(f"{spec.name} (hash {spec.hash}) on {torch.cuda.get_device_name()}: "
+             + ("rechecking earlier picks" if recheck else f"{len(shapes)} shapes"))
         try:
             path = tune_package(package, shapes, out=out, jobs=jobs, echo=echo, deadline=deadline,
                                 search={"triton": ("triton",), "tilelang": ("tilelang",),
                                         "all": ("triton", "tilelang")}[backend],
-                                race=("triton", "tilelang") if backend in ("tilelang", "all") else ("triton",))
+                                race=("triton", "tilelang") if backend in ("tilelang", "all") else ("triton",),
+                                recheck=recheck)
         except BudgetExceeded:
             echo(f"budget of {budget_min} min used up during {spec.name}; run the same command again to resume")
             return False
         except ContextLost as e:
             echo(f"  {spec.name}: the GPU faulted ({e}); the config stays on record as 'crash', "
                  "going on in a new process")
-            return _go_on_in_new_process(spec_paths[i:], shapes, backend, deadline, out, jobs)
+            return _go_on_in_new_process(spec_paths[i:], shapes, backend, deadline, out, jobs, recheck)
         echo(f"  wrote {path}")
     return True
 
@@ -660,7 +720,7 @@ def run(spec_paths, shapes, *, backend: str = "triton", budget_min: float | None
 MAX_RESTARTS = 16  # GPU faults in one command before it gives up (each one skips the config that faulted)
 
 
-def _go_on_in_new_process(spec_paths, shapes, backend, deadline, out, jobs) -> bool:
+def _go_on_in_new_process(spec_paths, shapes, backend, deadline, out, jobs, recheck=False) -> bool:
     """The same command for the specs left, in a fresh process (a fresh CUDA context) with the budget
     left: it resumes from the file, past the config that faulted. False when its budget ran out."""
     import os
@@ -670,7 +730,7 @@ def _go_on_in_new_process(spec_paths, shapes, backend, deadline, out, jobs) -> b
     if restarts > MAX_RESTARTS:
         raise TuneError(f"the GPU faulted {MAX_RESTARTS} times in one run; the configs that did are marked "
                         "'crash' in the tuned file")
-    cmd = autotune_command(spec_paths, backend, shapes, out)
+    cmd = autotune_command(spec_paths, backend, shapes, out, recheck)
     if jobs:
         cmd += ["--jobs", str(jobs)]
     if deadline != math.inf:

@@ -142,11 +142,20 @@ def chunk_intra_fwd_program(H, K, V, BT, BK, dtype, threads):
     return chunk_intra_fwd
 
 
-def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads):
+def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads, num_stages):
     """Sequential scan over the chunks of one sequence, for one head and one BV-slice of the state.
 
     V' = U - W h couples all K rows, so one block holds the whole [K, BV] slice of h (fp32 fragment).
     Stores the chunk-start states hs[chunk] (what the output kernel needs) and V'.
+
+    num_stages > 1 prefetches the next chunks' keys and U while this one is
+    scanned: they do not depend on the state, and T.Pipelined only forms stages around T.copy loads, so
+    those load whole [BT, *] tiles (rows past the sequence are the next one's, or zeros past the
+    tensor) and the row mask is applied in shared memory after. TileLang splits the pipelined loop
+    into producer warps (the loads) and consumer warps (the rest) and gives the producer every
+    statement that reads global memory into shared: one that also reads a consumer's fragment
+    (U - W h straight from u) ran in the producer on an uninitialized copy of W h (wrong V' on the
+    H200), so each such statement here is a plain load.
     """
     NTOK, N1, NT, N0, NF = T.dynamic("NTOK, N1, NT, N0, NF")  # tokens, sequences + 1, chunks, h0 / ht states
 
@@ -172,15 +181,19 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads
             h_s = T.alloc_shared((K, BV), ACC)
             k_s = T.alloc_shared((BT, K), ACC)
             v_s = T.alloc_shared((BT, BV), ACC)
+            k_in = T.alloc_shared((BT, K), dtype)
             w_s = T.alloc_shared((BT, K), ACC)
+            u_in = T.alloc_shared((BT, BV), ACC)
             Wh = T.alloc_fragment((BT, BV), ACC)
             if HAS_H0:
                 T.copy(h0[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV], h)
             else:
                 T.clear(h)
-            for i_c in T.serial(T.ceildiv(eos - bos, BT)):
+            for i_c in T.Pipelined(T.ceildiv(eos - bos, BT), num_stages=num_stages):
                 t0 = bos + i_c * BT
                 nrows = T.min(eos - t0, BT)
+                T.copy(k[t0:t0 + BT, i_h, 0:K], k_in)
+                T.copy(u[t0:t0 + BT, i_h, i_v * BV:(i_v + 1) * BV], u_in)
                 T.copy(h, h_s)
                 T.copy(h_s, hs[c0 + i_c, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
                 # V' = U - W h
@@ -188,13 +201,13 @@ def chunk_state_fwd_program(H, K, V, BT, BV, dtype, HAS_H0, STORE_FINAL, threads
                     w_s[i, c] = T.if_then_else(i < nrows, w[t0 + i, i_h, c], 0)
                 T.gemm(w_s, h_s, Wh, clear_accum=True)
                 for i, j in T.Parallel(BT, BV):
-                    v_s[i, j] = T.if_then_else(i < nrows, u[t0 + i, i_h, i_v * BV + j] - Wh[i, j], 0)
+                    v_s[i, j] = T.if_then_else(i < nrows, u_in[i, j] - Wh[i, j], 0)
                 for i, j in T.Parallel(BT, BV):
                     if i < nrows:
                         vnew[t0 + i, i_h, i_v * BV + j] = v_s[i, j]
                 # decay the state to the chunk end, and each key by exp(G_last - G_t) <= 1
                 for i, c in T.Parallel(BT, K):
-                    k_s[i, c] = T.if_then_else(i < nrows, k[t0 + i, i_h, c], 0)
+                    k_s[i, c] = T.if_then_else(i < nrows, k_in[i, c], 0)
                 T.gemm(k_s, v_s, h, transpose_A=True)
             if STORE_FINAL:
                 T.copy(h, ht[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])

@@ -89,7 +89,10 @@ def default_config(kernel: str, K: int, V: int) -> dict:
         # T.gemm gives every warp a multiple of 16 rows and 8 columns of its output, and the h
         # update is [K, BV]: four warps cover it when K is a multiple of 32, two when K is only a
         # multiple of 16 (K = 80: five row blocks of 16, no split in four; docs/backends.md).
-        return {"threads": THREADS if K % 32 == 0 else THREADS // 2}
+        threads = {"threads": THREADS if K % 32 == 0 else THREADS // 2}
+        # the forward scan's loads pipeline over its chunks (chunk_state_fwd_program); one stage:
+        # no prefetch until the search has measured one
+        return {**threads, "num_stages": 1} if kernel == "chunk_state_fwd" else threads
     return {"threads": THREADS}
 
 
