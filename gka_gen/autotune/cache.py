@@ -213,8 +213,8 @@ def load(path: Path, spec: str, spec_hash_: str, kernels_hashes: dict) -> tuple[
             stale[backend] = (f"tuned for other {backend} kernel sources (kernels hash {then!r}, now {now!r}: "
                               "the templates changed since); tune that backend again, or time its earlier "
                               "picks against the new defaults with `gka-gen autotune --recheck`")
-            picks = {key: {"shape": bucket.get("shape"), "kernels": {k: e["config"] for k, e in bucket["kernels"].items()}}
-                     for key, bucket in data["backends"].pop(backend).items() if bucket["kernels"]}
+            picks = {key: {"shape": b.get("shape"), "kernels": {k: e["config"] for k, e in b["kernels"].items()}}
+                     for key, b in data["backends"].pop(backend).items() if b["kernels"]}
             if picks:
                 data.setdefault("prior", {})[backend] = picks
             data["kernels_hash"].pop(backend, None)
