@@ -28,8 +28,7 @@ hash (of its generated kernel sources) is checked too: a config tuned for other 
 when the file is read (the other backend's stay: a TileLang change does not void Triton's search).
 Their picks move to `prior` ({backend: {bucket: {"shape": ..., "kernels": {kernel: config}}}}),
 which nothing launches with: `gka-gen autotune --recheck` times each against the new default and
-keeps what still reproduces the default's outputs and is faster, a few minutes where a search takes
-an hour (tune.py).
+keeps what still reproduces the default's outputs and is faster (tune.py).
 """
 from __future__ import annotations
 
