@@ -8,7 +8,12 @@ torch.profiler (CUPTI kernel activity, no hardware counters: those need ncu, whi
 machine here allows) records every kernel a fwd+bwd step launches, over `--steps` steps after
 warm-up compiles and autotunes. Per row: the step's total kernel time, launches, and each kernel's
 share: which kernels a speed gap comes from, and whether ours spend it in the same stages as
-fla's. JSON and markdown under --out.
+fla's: the kernels of every row are also summed per stage of the algorithm (STAGES), as a table
+and a PNG of one stacked bar per row. JSON, markdown and PNG under --out;
+
+    python -m bench profile --render bench/results/profile_K128_T16384.json
+
+draws the table and plot again from a run's JSON, without a GPU.
 """
 from __future__ import annotations
 
@@ -28,6 +33,32 @@ from bench.speed import calls
 from bench.speed.plan import FLA_OP, build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# Each kernel, ours or fla's, by the stage of a chunked fwd+bwd step it belongs to (first match).
+# Ours: the generated kernels' names; fla 0.6.0's: its Triton kernels (its TileLang ones are all
+# named `kernel_kernel`, which lands in "other").
+STAGES = [
+    ("in-chunk forward", r"chunk_intra_fwd|recompute_w_u|inverse|kkt|kda_fwd_kernel_intra|inter_solve"),
+    ("state scan, forward", r"chunk_state_fwd|fwd_kernel_h"),
+    ("ridge solve", r"chunk_ridge_fwd|chunk_norm_fwd|ridge_bwd_solve|mesa_cg"),
+    ("output", r"chunk_output_fwd|fwd_kernel_o"),
+    ("state scan, backward", r"chunk_state_bwd|chunk_dh_bwd|chunk_du_bwd|bwd_kernel_dhu|bwd_kernel_dh\b"),
+    ("in-chunk backward", r"chunk_grad_bwd|chunk_dv_bwd|ridge_bwd_dk|wy_repr_bwd|dqkwg|dv_local|kda_bwd|bwd_intra"),
+    ("other", r""),
+]
+
+
+def stage_of(kernel: str) -> str:
+    return next(name for name, pattern in STAGES if re.search(pattern, kernel))
+
+
+def stage_table(row: dict) -> dict:
+    """{stage: ms per step} of one profiled row, every stage present (0 where it has no kernel)."""
+    ms = dict.fromkeys((name for name, _ in STAGES), 0.)
+    for k in row["kernels"]:
+        ms[stage_of(k["kernel"])] += k["ms"]
+    return ms
 
 
 def kernel_table(events, steps: int) -> list[dict]:
@@ -92,6 +123,9 @@ def markdown(meta: dict, rows: list[dict], top: int = 8) -> str:
              "around the steps (no profiler); `kernel ms`: the sum of the step's kernel times from torch.profiler "
              "(the gap to `step ms` is launch overhead and idle GPU). Kernels under 2% of a row are summed "
              "into `other`.", "",
+             *(line for note in meta.get("notes", ()) for line in (note, "")),
+             *([f"Tables and plot drawn again from the JSON by `{meta['rendered_by']}`.", ""]
+               if meta.get("rendered_by") else []),
              "| op | backend | step ms | kernel ms | launches |", "|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
@@ -99,9 +133,15 @@ def markdown(meta: dict, rows: list[dict], top: int = 8) -> str:
         else:
             lines.append(f"| {r['name']} | {r['backend']} | {r['step_ms']:.3f} | {r['kernel_ms']:.3f} | "
                          f"{r['launches']:.0f} |")
-    for r in rows:
-        if "error" in r:
-            continue
+    good = [r for r in rows if "error" not in r]
+    if good:
+        stages = [stage_table(r) for r in good]
+        lines += ["", "## By stage (ms of kernels per step; the plot draws the same)", "",
+                  "| stage | " + " | ".join(f"{r['name']} ({r['backend']})" for r in good) + " |",
+                  "|---|" + "---|" * len(good)]
+        lines += [f"| {name} | " + " | ".join(f"{st[name]:.3f}" for st in stages) + " |"
+                  for name, _ in STAGES if any(st[name] for st in stages)]
+    for r in good:
         lines += ["", f"## {r['name']} ({r['backend']}): {r['kernel_ms']:.3f} ms of kernels per step", "",
                   "| kernel | ms | share | launches |", "|---|---|---|---|"]
         big = [k for k in r["kernels"] if k["ms"] >= 0.02 * r["kernel_ms"]][:top]
@@ -111,6 +151,52 @@ def markdown(meta: dict, rows: list[dict], top: int = 8) -> str:
         if rest > 0:
             lines.append(f"| other | {rest:.3f} | {rest / r['kernel_ms']:.0%} | |")
     return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, meta: dict, rows: list[dict]) -> None:
+    """One stacked horizontal bar per profiled row, its kernel time split by stage: ours beside
+    fla's, which stage a gap sits in reads at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on the GPU machine
+    import matplotlib.pyplot as plt
+
+    good = [r for r in rows if "error" not in r]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(good) + 1.6))
+    labels = [f"{r['name']} ({r['backend']})" for r in good][::-1]
+    left = [0.] * len(good)
+    for i, (name, _) in enumerate(STAGES):
+        ms = [stage_table(r)[name] for r in good][::-1]
+        if any(ms):
+            ax.barh(labels, ms, left=left, color="0.75" if name == "other" else f"C{i}", label=name)
+            left = [a + b for a, b in zip(left, ms)]
+    for y, total in enumerate(left):
+        ax.text(total, y, f" {total:.2f}", va="center", fontsize=7)
+    ax.set_xlabel("ms of kernels per fwd+bwd step")
+    ax.set_title(f"{meta['gpu']}, bf16, {meta['shape']}: where a fwd+bwd step's kernel time goes", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(out_stem: Path, meta: dict, rows: list[dict], data: bool = True) -> None:
+    """<stem>.md and .png (the plot only once some row has kernels), and .json unless not ``data``."""
+    if data:
+        out_stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out_stem.with_suffix(".md").write_text(markdown(meta, rows))
+    if any("error" not in r for r in rows):
+        plot(out_stem.with_suffix(".png"), meta, rows)
+
+
+def render(path: Path, argv) -> int:
+    """--render: the markdown and plot of an earlier run, from its JSON (no GPU)."""
+    data = json.loads(path.read_text())
+    meta = {**data["meta"], "rendered_by": "python -m bench profile " + " ".join(argv)}
+    write(path.with_suffix(""), meta, data["rows"], data=False)
+    print(f"wrote {path.with_suffix('')}.md/.png")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -125,7 +211,10 @@ def main(argv=None) -> int:
     p.add_argument("--ridge-iters", type=int, default=10)
     p.add_argument("--no-fla", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--render", type=Path, metavar="JSON", help="draw an earlier run's tables and plot again")
     a = p.parse_args(argv)
+    if a.render:
+        return render(a.render, sys.argv[1:] if argv is None else argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from bench.gpu_correctness import _version
@@ -156,9 +245,8 @@ def main(argv=None) -> int:
         r = rows[-1]
         print(f"{case.name:28s} {case.backend:9s} "
               f"{r.get('step_ms', float('nan')):8.3f} ms  ({time.time() - t0:.0f} s) {r.get('error', '')}", flush=True)
-        (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        (a.out / f"{stem}.md").write_text(markdown(meta, rows))
-    print(f"wrote {a.out / stem}.json/.md")
+        write(a.out / stem, meta, rows)  # after every row: a run cut short keeps what it measured
+    print(f"wrote {a.out / stem}.json/.md/.png")
     return 0
 
 

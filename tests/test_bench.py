@@ -286,6 +286,40 @@ def test_profile_table_groups_kernels_per_step_and_reports_errors():
     assert "| `a_kernel` | 0.300 | 86% | 1 |" in md and "| `b_kernel` | 0.050 | 14% | 0 |" in md
 
 
+def test_profile_sums_each_rows_kernels_per_stage_and_renders_a_run_again(tmp_path):
+    """Ours and fla's kernels land in the same stages of the algorithm; the markdown and the plot
+    show the per-stage sums; --render draws both again from a run's JSON and leaves the JSON be."""
+    from bench import profile
+
+    stage = {"chunk_intra_fwd_kernel": "in-chunk forward", "recompute_w_u_fwd_kernel": "in-chunk forward",
+             "merge_16x16_to_64x64_inverse_kernel": "in-chunk forward",
+             "chunk_state_fwd_kernel": "state scan, forward",
+             "chunk_gated_delta_rule_fwd_kernel_h_blockdim64": "state scan, forward",
+             "chunk_ridge_fwd_kernel": "ridge solve", "chunk_fwd_mesa_cg_dim64_kernel": "ridge solve",
+             "chunk_output_fwd_kernel": "output", "chunk_fwd_kernel_o": "output",
+             "chunk_state_bwd_kernel": "state scan, backward", "chunk_bwd_kernel_dh": "state scan, backward",
+             "chunk_gated_delta_rule_bwd_kernel_dhu_blockdim64": "state scan, backward",
+             "chunk_grad_bwd_kernel": "in-chunk backward", "chunk_bwd_kernel_dqkwg": "in-chunk backward",
+             "chunk_kda_bwd_kernel_intra": "in-chunk backward", "void at::native::vectorized_elementwise_kernel": "other"}
+    assert {k: profile.stage_of(k) for k in stage} == stage
+    rows = [{"name": "deltanet", "backend": "triton", "step_ms": 2.0, "kernel_ms": 1.75, "launches": 4,
+             "kernels": [{"kernel": "chunk_grad_bwd_kernel", "ms": 1.0, "launches": 1},
+                         {"kernel": "chunk_intra_fwd_kernel", "ms": 0.5, "launches": 2},
+                         {"kernel": "chunk_state_bwd_kernel", "ms": 0.25, "launches": 1}]},
+            {"name": "fla.chunk_delta_rule", "backend": "triton", "error": "RuntimeError: boom"}]
+    meta = {"gpu": "G", "date": "d", "torch": "t", "triton": "tr", "tilelang": None, "fla": "0.6.0",
+            "command": "python -m bench profile --T 64", "shape": "B=1", "steps": 2, "notes": ["a note"]}
+    path = tmp_path / "profile_K64_T64.json"
+    path.write_text(json.dumps({"meta": meta, "rows": rows}))
+    before = path.read_text()
+    assert bench_main(["profile", "--render", str(path)]) == 0
+    md = (tmp_path / "profile_K64_T64.md").read_text()
+    assert "| stage | deltanet (triton) |" in md and "a note" in md and "--render" in md
+    assert "| in-chunk forward | 0.500 |" in md and "| in-chunk backward | 1.000 |" in md
+    assert "| state scan, backward | 0.250 |" in md and "| output |" not in md  # stages no row has: left out
+    assert (tmp_path / "profile_K64_T64.png").stat().st_size > 0 and path.read_text() == before
+
+
 def test_run_per_spec_merges_each_childs_rows_in_spec_order(tmp_path, monkeypatch):
     """Children write under <out>/parts/<spec>/ (what a run cut short leaves behind); a finished
     run merges their rows in spec order, puts missing_row in for a child that wrote nothing, and

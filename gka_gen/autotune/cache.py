@@ -28,8 +28,7 @@ hash (of its generated kernel sources) is checked too: a config tuned for other 
 when the file is read (the other backend's stay: a TileLang change does not void Triton's search).
 Their picks move to `prior` ({backend: {bucket: {"shape": ..., "kernels": {kernel: config}}}}),
 which nothing launches with: `gka-gen autotune --recheck` times each against the new default and
-keeps what still reproduces the default's outputs and is faster, a few minutes where a search takes
-an hour (tune.py).
+keeps what still reproduces the default's outputs and is faster (tune.py).
 """
 from __future__ import annotations
 
@@ -213,8 +212,8 @@ def load(path: Path, spec: str, spec_hash_: str, kernels_hashes: dict) -> tuple[
             stale[backend] = (f"tuned for other {backend} kernel sources (kernels hash {then!r}, now {now!r}: "
                               "the templates changed since); tune that backend again, or time its earlier "
                               "picks against the new defaults with `gka-gen autotune --recheck`")
-            picks = {key: {"shape": bucket.get("shape"), "kernels": {k: e["config"] for k, e in bucket["kernels"].items()}}
-                     for key, bucket in data["backends"].pop(backend).items() if bucket["kernels"]}
+            picks = {key: {"shape": b.get("shape"), "kernels": {k: e["config"] for k, e in b["kernels"].items()}}
+                     for key, b in data["backends"].pop(backend).items() if b["kernels"]}
             if picks:
                 data.setdefault("prior", {})[backend] = picks
             data["kernels_hash"].pop(backend, None)

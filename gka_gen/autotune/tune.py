@@ -22,7 +22,8 @@ Per spec and shape:
 each kernel runs only its new default and the earlier pick (the file's `prior`), verified and timed
 as above; the faster stays, the kernel's search left open, so a later plain run goes on with the
 rest of its candidates. Kernel changes that leave what a config means alone (a launcher that stops
-recomputing a tensor) keep their tuning for a few minutes of GPU time instead of an hour.
+recomputing a tensor) keep their tuning for a few minutes of GPU time, where a search takes tens of
+minutes per spec (94-173 candidates per shape).
 
 The budget (minutes) covers the search and the race, their compiles included (not the
 --warm-workers pre-compile, which runs first: a budget shorter than it would otherwise end the run
@@ -331,10 +332,10 @@ def tune_package(package: str, shapes, *, budget_min: float | None = None, out: 
                  deadline: float | None = None, search=("triton",), race=("triton",), recheck: bool = False) -> Path:
     """Search every tunable kernel of ``package`` (e.g. "generated.kda") of each backend in
     ``search`` for each shape, then time the whole calls of each backend in ``race`` with its best
-    configs (race_shape); returns the file written. ``recheck``: instead of ``shapes``, the buckets
-    of the file's `prior` picks, each kernel trying its default and that pick only. BudgetExceeded when the budget ran out (the file
+    configs (race_shape); returns the file written. BudgetExceeded when the budget ran out (the file
     then holds the partial search). A backend without tunable kernels for the package's family (the
-    ridge TileLang programs) is skipped with a note."""
+    ridge TileLang programs) is skipped with a note. ``recheck``: instead of ``shapes``, the buckets
+    of the file's `prior` picks, each kernel trying its default and that pick only."""
     import torch
 
     device = torch.device(device or "cuda")
@@ -542,9 +543,9 @@ def gain_line(name: str, bucket: str, backend: str, kernel: str, entry: dict) ->
     cfg = config_text(entry["config"])
     if entry.get("ms") is None or entry.get("default_ms") is None:
         return f"  {name} {bucket} {backend} {kernel}: {cfg} (nothing timed against the default)"
+    note = ", the earlier pick rechecked" if entry.get("rechecked") else ""
     return (f"  {name} {bucket} {backend} {kernel}: {cfg}, {entry['default_ms']:.3f} -> {entry['ms']:.3f} ms "
-            f"({entry['default_ms'] / entry['ms']:.2f}x)" + (", the earlier pick rechecked" if entry.get("rechecked")
-                                                           else ""))
+            f"({entry['default_ms'] / entry['ms']:.2f}x){note}")
 
 
 # ----------------------------------------------------------------------------- the backend race
