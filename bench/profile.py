@@ -164,9 +164,10 @@ def plot(path: Path, meta: dict, rows: list[dict]) -> None:
     good = [r for r in rows if "error" not in r]
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(good) + 1.6))
     labels = [f"{r['name']} ({r['backend']})" for r in good][::-1]
+    stages = [stage_table(r) for r in good][::-1]
     left = [0.] * len(good)
     for i, (name, _) in enumerate(STAGES):
-        ms = [stage_table(r)[name] for r in good][::-1]
+        ms = [st[name] for st in stages]
         if any(ms):
             ax.barh(labels, ms, left=left, color="0.75" if name == "other" else f"C{i}", label=name)
             left = [a + b for a, b in zip(left, ms)]

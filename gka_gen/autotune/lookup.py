@@ -46,7 +46,7 @@ def launch_config(spec: str, spec_hash: str, package: str, kernel: str, default:
     never add keys."""
     override = _OVERRIDES.get((spec, backend, kernel))
     if override is not None:
-        return _merge(default, override)
+        return merge_config(default, override)
     gpu = gpu_name(x)
     dtype = DTYPE_NAMES.get(str(x.dtype))
     if gpu is None or not spec_hash or dtype is None:
@@ -55,7 +55,7 @@ def launch_config(spec: str, spec_hash: str, package: str, kernel: str, default:
     tuned = _RESOLVED.get(memo)
     if tuned is None:
         tuned = _RESOLVED[memo] = _resolve(spec, spec_hash, package, backend, kernel, gpu, dtype, K, V, T, x)
-    return _merge(default, tuned)
+    return merge_config(default, tuned)
 
 
 def package_kernels_hashes(package: str) -> dict:
@@ -200,7 +200,9 @@ def overrides(spec: str, configs: dict, backend: str = "triton"):
         _OVERRIDES.update(saved)
 
 
-def _merge(default: dict, tuned: dict) -> dict:
+def merge_config(default: dict, tuned: dict) -> dict:
+    """``tuned`` on ``default``'s parameters: one the kernel does not take is dropped, one ``tuned``
+    lacks keeps its default."""
     return {k: int(tuned.get(k, v)) for k, v in default.items()}
 
 

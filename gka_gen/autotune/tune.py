@@ -22,8 +22,8 @@ Per spec and shape:
 each kernel runs only its new default and the earlier pick (the file's `prior`), verified and timed
 as above; the faster stays, the kernel's search left open, so a later plain run goes on with the
 rest of its candidates. Kernel changes that leave what a config means alone (a launcher that stops
-recomputing a tensor) keep their tuning for a few minutes of GPU time, where a search takes tens of
-minutes per spec (94-173 candidates per shape).
+recomputing a tensor) keep their tuning for two candidates per kernel, where a search times 94-173
+per shape.
 
 The budget (minutes) covers the search and the race, their compiles included (not the
 --warm-workers pre-compile, which runs first: a budget shorter than it would otherwise end the run
@@ -501,7 +501,7 @@ def _tune_shape(package, name, family, kernels_mod, shape: Shape, table, path, d
 
 def _recheck_plan(table, backends) -> list:
     """The buckets of the table's `prior` picks for these backends: [(shape, {backend: {kernel:
-    config}})]. A bucket recorded without its shape gets the issue's B*T = 16384 and H = 16."""
+    config}})]. A bucket recorded without its shape gets parse_shapes' defaults for B and H."""
     plan: dict = {}
     for backend in backends:
         for key, bucket in table.get("prior", {}).get(backend, {}).items():
@@ -509,15 +509,15 @@ def _recheck_plan(table, backends) -> list:
                 shape = Shape(**bucket["shape"])
             else:
                 dtype, K, V, T = cache.parse_bucket(key)
-                shape = Shape(dtype, max(1, 16384 // T), T, 16, K, V)
+                shape, = parse_shapes(f"K={K} V={V} T={T} dtype={dtype}")
             plan.setdefault(shape, {})[backend] = bucket["kernels"]
     return list(plan.items())
 
 
 def _recheck_candidates(default: dict, pick: dict | None) -> list[dict]:
-    """The default, then the earlier pick on the default's parameters (one the kernel no longer
-    takes is dropped, a new one keeps its default value)."""
-    carried = {p: pick.get(p, v) for p, v in default.items()} if pick else default
+    """The default, then the earlier pick on the default's parameters (lookup.merge_config, as a
+    launch would read it)."""
+    carried = lookup.merge_config(default, pick) if pick else default
     return [dict(default)] + ([carried] if carried != default else [])
 
 
