@@ -216,6 +216,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.render:
         return render(a.render, sys.argv[1:] if argv is None else argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench profile: no CUDA device (`--render JSON` redraws a run's tables without one)")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from bench.gpu_correctness import _version

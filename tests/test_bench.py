@@ -320,6 +320,14 @@ def test_profile_sums_each_rows_kernels_per_stage_and_renders_a_run_again(tmp_pa
     assert (tmp_path / "profile_K64_T64.png").stat().st_size > 0 and path.read_text() == before
 
 
+def test_profile_without_a_gpu_says_so_instead_of_a_traceback(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device.*--render"):
+        bench_main(["profile", "--ops", "gka"])
+
+
 def test_run_per_spec_merges_each_childs_rows_in_spec_order(tmp_path, monkeypatch):
     """Children write under <out>/parts/<spec>/ (what a run cut short leaves behind); a finished
     run merges their rows in spec order, puts missing_row in for a child that wrote nothing, and
