@@ -245,14 +245,21 @@ def test_committed_tuned_files_serve_the_generated_kernels(path):
     assert stale == {}
 
 
-def test_kernels_hash_follows_the_sources(tmp_path):
-    (tmp_path / "a.py").write_text("x = 1\n")
+def test_kernels_hash_follows_the_code_not_its_comments(tmp_path):
+    (tmp_path / "a.py").write_text("def f(x):\n    return x + 1\n")
     (tmp_path / "notes.txt").write_text("ignored")
     h = cache.kernels_hash(tmp_path)
     (tmp_path / "notes.txt").write_text("still ignored")
     assert cache.kernels_hash(tmp_path) == h
-    (tmp_path / "a.py").write_text("x = 2\n")
-    assert cache.kernels_hash(tmp_path) != h
+    (tmp_path / "a.py").write_text("# why f adds one\n\ndef f(x):  # a comment moved\n    return x + 1\n")
+    assert cache.kernels_hash(tmp_path) == h
+    for changed in ("def f(x):\n    return x + 2\n", "def f(x):\n    return '# x + 1'\n",
+                    'def f(x):\n    """a docstring is code"""\n    return x + 1\n'):
+        (tmp_path / "a.py").write_text(changed)
+        assert cache.kernels_hash(tmp_path) != h, changed
+    (tmp_path / "a.py").write_text("def f(x):\n    return x + 1\n")
+    (tmp_path / "b.py").write_text("")
+    assert cache.kernels_hash(tmp_path) != h  # a new file counts, by its name
     assert KDA_KERNELS != lookup.package_kernels_hashes("generated.gla")
     assert set(KDA_KERNELS) == {"triton", "tilelang"} and KDA_KERNELS["triton"] != KDA_KERNELS["tilelang"]
 

@@ -3,8 +3,9 @@
 #
 # Chunked backward of deltanet (decay = none, delta rule = True).
 #
-# Recompute, don't store: the forward kernels rebuild W, U, M and the chunk-start states h
-# (and V'), and leave T and Gamma for step 2; then
+# The forward's in-chunk tensors (W, U, M, T and Gamma) come from its `saved` (after the
+# fused recurrent forward, which has none, the backward launches chunk_intra_fwd itself); the
+# chunk-start states h (and V'), [NT, H, K, V] each, are recomputed, not stored; then
 #   1. a reverse scan over chunks gives dh_end (gradient wrt the state at each chunk's end) and
 #      dV' = (K exp(G_last - G)) dh_end + scale M^T dO;
 #   2. one program per chunk turns those into dq, dk, dv, dbeta, dg:
@@ -153,7 +154,7 @@ def chunk_grad_bwd_kernel(q, k, v, g_cum, beta, Tm, Gm, Cm, hs, dhs, vnew, dvnew
     dG = tl.zeros([BT], dtype=tl.float32)
     b_beta = tl.load(beta + t0 * H + i_h + r * H, mask=valid, other=0.).to(tl.float32)
 
-    # Gamma (unscaled key gram) and T = (I + b Gamma)^{-1}, as the recomputed forward stored them
+    # Gamma (unscaled key gram) and T = (I + b Gamma)^{-1}, as the forward's chunk_intra_fwd stored them
     Gam = _tile(Gm + (t0 * H + i_h) * BT, r, c, H * BT, nrows, BT)
     T = tl.where(r[:, None] >= c[None, :], _tile(Tm + (t0 * H + i_h) * BT, r, c, H * BT, nrows, BT), 0.)  # upper: unwritten
     dT = tl.zeros([BT, BT], dtype=tl.float32)

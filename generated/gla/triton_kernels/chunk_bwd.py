@@ -3,8 +3,9 @@
 #
 # Chunked backward of gla (decay = channel, delta rule = False).
 #
-# Recompute, don't store: the forward kernels rebuild M and the chunk-start states h
-# (and V'); then
+# The forward's in-chunk tensors (M) come from its `saved` (after the
+# fused recurrent forward, which has none, the backward launches chunk_intra_fwd itself); the
+# chunk-start states h (and V'), [NT, H, K, V] each, are recomputed, not stored; then
 #   1. a reverse scan over chunks gives dh_end (gradient wrt the state at each chunk's end) and
 #      dV' = (K exp(G_last - G)) dh_end + scale M^T dO   (= dv: V' = V);
 #   2. one program per chunk turns those into dq, dk, dg:

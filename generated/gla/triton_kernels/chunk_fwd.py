@@ -191,7 +191,7 @@ def chunk_output_fwd_kernel(q, v, g_cum, hs, Aqk, o, cu_seqlens, chunk_indices, 
 
 
 # ------------------------------------------------------------------------------------------------
-# launchers (shared with the backward, which recomputes instead of storing)
+# launchers (shared with the backward: it recomputes the states, and the in-chunk tensors when not saved)
 # ------------------------------------------------------------------------------------------------
 def chunk_intra_fwd(q, k, v, g_cum, beta, cu, chunk_indices, NT, BT, ip, cfg):
     B, T, H, K = k.shape
