@@ -251,10 +251,11 @@ def test_kernels_hash_follows_the_code_not_its_comments(tmp_path):
     h = cache.kernels_hash(tmp_path)
     (tmp_path / "notes.txt").write_text("still ignored")
     assert cache.kernels_hash(tmp_path) == h
-    (tmp_path / "a.py").write_text("# why f adds one\n\ndef f(x):  # a comment moved\n    return x + 1\n")
+    (tmp_path / "a.py").write_text("# why f adds one\n\ndef f(x):\n    # and says so\n\n    return x + 1   \r\n")
     assert cache.kernels_hash(tmp_path) == h
     for changed in ("def f(x):\n    return x + 2\n", "def f(x):\n    return '# x + 1'\n",
-                    'def f(x):\n    """a docstring is code"""\n    return x + 1\n'):
+                    "def f(x):  # a comment at the end of a line counts\n    return x + 1\n",
+                    'def f(x):\n    """a docstring counts"""\n    return x + 1\n'):
         (tmp_path / "a.py").write_text(changed)
         assert cache.kernels_hash(tmp_path) != h, changed
     (tmp_path / "a.py").write_text("def f(x):\n    return x + 1\n")

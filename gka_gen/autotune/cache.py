@@ -23,7 +23,7 @@ measured one backend after the other in one process, and TileLang's agreement wi
 (`rel_diff`): `backend="auto"` picks the faster backend per call from them
 (lookup.faster_backend). The spec hash is part of the file name and is checked
 inside: a changed spec never reads configs tuned for another version of it. Each backend's kernels
-hash (of its generated kernel code, comments left out) is checked too: a config tuned for other kernel code
+hash (of its generated kernel code, comment lines left out) is checked too: a config tuned for other kernel code
 (templates changed since) could now exceed shared memory, so that backend's entries are dropped
 when the file is read (the other backend's stay: a TileLang change does not void Triton's search).
 Their picks move to `prior` ({backend: {bucket: {"shape": ..., "kernels": {kernel: config}}}}),
@@ -33,13 +33,11 @@ keeps what still reproduces the default's outputs and is faster (tune.py).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
 import re
 import tempfile
-import tokenize
 from pathlib import Path
 
 FORMAT = 2  # 1: one kernels hash over both backends
@@ -73,20 +71,17 @@ def tuned_path(base: Path, gpu: str, spec: str, spec_hash: str) -> Path:
 
 def kernels_hash(directory) -> str:
     """Hash of one backend's kernel sources (a generated package's triton_kernels/ or
-    tilelang_kernels/): file names and the code of its *.py files. Generation is deterministic, so
-    equal on every machine. Comments and blank lines are left out: a template's comment fixed does
-    not void the searches tuned on its code (an hour of GPU time for a spec), a changed line does."""
+    tilelang_kernels/): file names and the lines of its *.py files, less blank lines and lines that
+    hold only a comment, so a template's comment fixed does not void the searches tuned on its code
+    (an hour of GPU time for a spec). Plain text, not Python's tokenizer or syntax tree, whose output
+    differs between Python versions (f-strings, new node fields): the hash must be equal on every
+    machine and Python that runs the same generated code."""
     h = hashlib.sha256()
     for p in sorted(Path(directory).glob("*.py")):
-        h.update(p.name.encode() + b"\0" + _code(p.read_bytes()) + b"\0")
+        code = [line.rstrip() for line in p.read_text().splitlines()]
+        kept = "\n".join(line for line in code if line and not line.lstrip().startswith("#"))
+        h.update(p.name.encode() + b"\0" + kept.encode() + b"\0")
     return h.hexdigest()[:12]
-
-
-def _code(source: bytes) -> bytes:
-    """A Python source's tokens without comments and non-logical newlines, \0-separated."""
-    skip = (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING)
-    tokens = tokenize.tokenize(io.BytesIO(source).readline)
-    return b"\0".join(t.string.encode() for t in tokens if t.type not in skip)
 
 
 def spec_hash(path) -> str:
