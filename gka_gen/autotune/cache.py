@@ -78,9 +78,9 @@ def kernels_hash(directory) -> str:
     machine and Python that runs the same generated code."""
     h = hashlib.sha256()
     for p in sorted(Path(directory).glob("*.py")):
-        code = [line.rstrip() for line in p.read_text().splitlines()]
-        kept = "\n".join(line for line in code if line and not line.lstrip().startswith("#"))
-        h.update(p.name.encode() + b"\0" + kept.encode() + b"\0")
+        code = [line.rstrip() for line in p.read_bytes().splitlines()]  # bytes: no locale's decoding
+        kept = b"\n".join(line for line in code if line and not line.lstrip().startswith(b"#"))
+        h.update(p.name.encode() + b"\0" + kept + b"\0")
     return h.hexdigest()[:12]
 
 
