@@ -23,9 +23,10 @@ measured one backend after the other in one process, and TileLang's agreement wi
 (`rel_diff`): `backend="auto"` picks the faster backend per call from them
 (lookup.faster_backend). The spec hash is part of the file name and is checked
 inside: a changed spec never reads configs tuned for another version of it. Each backend's kernels
-hash (of its generated kernel code, comment lines left out) is checked too: a config tuned for other kernel code
-(templates changed since) could now exceed shared memory, so that backend's entries are dropped
-when the file is read (the other backend's stay: a TileLang change does not void Triton's search).
+hash (of its generated kernel code, comment lines left out) is checked too: a config tuned for
+other kernel code (templates changed since) could now exceed shared memory, so that backend's
+entries are dropped when the file is read (the other backend's stay: a TileLang change does not
+void Triton's search).
 Their picks move to `prior` ({backend: {bucket: {"shape": ..., "kernels": {kernel: config}}}}),
 which nothing launches with: `gka-gen autotune --recheck` times each against the new default and
 keeps what still reproduces the default's outputs and is faster (tune.py).
