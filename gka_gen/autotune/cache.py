@@ -149,6 +149,15 @@ def _check_shape(shape, where):
         raise CacheError(f"{where}: 'shape' must be {{{', '.join(SHAPE_FIELDS)}}}, got {shape!r}")
 
 
+def _bucket_kernels(key, bucket, where) -> dict:
+    """A bucket's "kernels" (searched or `prior`), once its key is a bucket's and they are an object."""
+    parse_bucket(key)
+    kernels = bucket.get("kernels") if isinstance(bucket, dict) else None
+    if not isinstance(kernels, dict):
+        raise CacheError(f"{where}: missing 'kernels'")
+    return kernels
+
+
 def validate(data, spec: str, spec_hash_: str) -> dict:
     """``data`` if it is a well-formed table for this spec version, else CacheError."""
     if not isinstance(data, dict):
@@ -173,10 +182,7 @@ def validate(data, spec: str, spec_hash_: str) -> dict:
         raise CacheError("'prior' must map each backend to its buckets")
     for backend, buckets in prior.items():
         for key, bucket in buckets.items():
-            parse_bucket(key)
-            kernels = bucket.get("kernels") if isinstance(bucket, dict) else None
-            if not isinstance(kernels, dict):
-                raise CacheError(f"prior.{backend}/{key}: missing 'kernels'")
+            kernels = _bucket_kernels(key, bucket, f"prior.{backend}/{key}")
             _check_shape(bucket.get("shape"), f"prior.{backend}/{key}")
             for name, cfg in kernels.items():
                 _check_config(cfg, f"prior.{backend}/{key}/{name}")
@@ -184,10 +190,7 @@ def validate(data, spec: str, spec_hash_: str) -> dict:
         if not isinstance(buckets, dict):
             raise CacheError(f"backends.{backend} is not an object")
         for key, bucket in buckets.items():
-            parse_bucket(key)
-            kernels = bucket.get("kernels") if isinstance(bucket, dict) else None
-            if not isinstance(kernels, dict):
-                raise CacheError(f"{backend}/{key}: missing 'kernels'")
+            kernels = _bucket_kernels(key, bucket, f"{backend}/{key}")
             phases = bucket.get("phases", {})
             if not isinstance(phases, dict) or not all(
                     p in PHASES and isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms > 0
